@@ -1,0 +1,21 @@
+"""convprop's own exception: a user mistake, reported as one line, never a traceback."""
+
+
+class ConvpropError(Exception):
+    """A problem with the user's input (a file, an option, a value).
+
+    The message is one line that names the problem; the CLI prints it as
+    ``error: <message>`` and exits with status 2.
+    """
+
+
+class DataError(ConvpropError):
+    """A data file or directory that cannot be used (missing, truncated, malformed)."""
+
+
+class SpecError(ConvpropError):
+    """A bad architecture string, activation name or shape that does not fit."""
+
+
+class ModelFileError(ConvpropError):
+    """A model file that cannot be loaded (truncated, wrong version, arrays that do not fit)."""
