@@ -1,0 +1,34 @@
+"""Loss functions: the value L and dL/do for a batch of outputs o (N, n_outputs).
+
+``mse`` is the paper's cost (1) with the toolbox's division by the batch size:
+L = 1/2 · Σ (o - y)² / N, so dL/do = (o - y) / N (equation 2, averaged).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convprop.errors import SpecError
+
+
+class MSE:
+    """L = 1/2 · Σ_n Σ_j (o_nj - y_nj)² / N, the toolbox's ``1/2 * sum(e(:).^2) / m``."""
+
+    name = "mse"
+    output_activation = "sigmoid"
+
+    def __call__(self, o: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Return (L, dL/do) for outputs o and targets y, both (N, n_outputs)."""
+        n = o.shape[0]
+        e = o - y
+        return 0.5 * float(np.vdot(e, e)) / n, e / n
+
+
+LOSSES = {"mse": MSE}
+
+
+def get_loss(name: str) -> MSE:
+    try:
+        return LOSSES[name]()
+    except (KeyError, TypeError):
+        raise SpecError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})") from None

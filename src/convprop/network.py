@@ -1,0 +1,281 @@
+"""The network: layers built from a toolbox-style architecture string, composed.
+
+``6c5-2s-12c5-2s`` reads as DeepLearnToolbox's ``cnnsetup`` layers: ``Nc K`` a
+convolution to N maps with a K x K kernel, ``Ss`` mean-pooling with scale S,
+``Sm`` max-pooling with scale S; a fully connected output layer always follows.
+
+Parameters (``Network.params``, in layer order):
+
+- ``conv{i}.weight`` (out_maps, in_maps, k, k), cross-correlation orientation,
+  ``conv{i}.bias`` (out_maps,), i = 1, 2, ... counting conv layers only;
+- ``out.weight`` (n_outputs, features), ``out.bias`` (n_outputs,), features in
+  (map, row, column) order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from convprop.activations import Activation, get_activation
+from convprop.errors import ConvpropError, SpecError
+from convprop.layers import Conv, Dense, MaxPool, MeanPool
+from convprop.losses import get_loss
+
+DEFAULT_SPEC = "6c5-2s-12c5-2s"
+DTYPES = ("float32", "float64")
+INITS = ("dlt",)
+
+_TOKEN = re.compile(r"^(?:(?P<maps>\d+)c(?P<k>\d+)|(?P<scale>\d+)(?P<pool>[sm]))$")
+
+
+def parse_spec(spec: str) -> list[tuple[str, int, int]]:
+    """``"6c5-2s"`` -> ``[("conv", 6, 5), ("mean", 2, 0)]``; pooling entries are
+    ``("mean" | "max", scale, 0)``.  Raises SpecError naming the bad token."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError(f"architecture spec must be a non-empty string like "
+                        f"'{DEFAULT_SPEC}', got {spec!r}")
+    layers = []
+    for token in spec.strip().lower().split("-"):
+        m = _TOKEN.match(token.strip())
+        if m is None:
+            raise SpecError(f"bad layer {token!r} in spec {spec!r}: expected e.g. '6c5' "
+                            f"(6 maps, 5x5 kernel), '2s' (mean-pool 2) or '2m' (max-pool 2)")
+        if m["maps"] is not None:
+            maps, k = int(m["maps"]), int(m["k"])
+            if maps < 1 or k < 1:
+                raise SpecError(f"bad layer {token!r} in spec {spec!r}: maps and kernel "
+                                f"size must be >= 1")
+            layers.append(("conv", maps, k))
+        else:
+            scale = int(m["scale"])
+            if scale < 1:
+                raise SpecError(f"bad layer {token!r} in spec {spec!r}: scale must be >= 1")
+            layers.append(("mean" if m["pool"] == "s" else "max", scale, 0))
+    return layers
+
+
+def get_dtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dt
+
+
+class ParamDict(MutableMapping):
+    """name -> live parameter array.  Assigning ``params[name] = value`` copies the
+    value into the existing array (shape checked), so the network sees the change and
+    every reference to the array stays valid."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self._arrays = arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._arrays:
+            raise KeyError(f"no parameter {name!r}; the network has {list(self._arrays)}")
+        target = self._arrays[name]
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ConvpropError(f"parameter {name}: shape {value.shape} does not fit "
+                                f"{target.shape}")
+        target[...] = value
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("parameters cannot be removed from a network")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __repr__(self) -> str:
+        return "ParamDict(" + ", ".join(f"{k}: {v.shape}" for k, v in self.items()) + ")"
+
+
+class Network:
+    """A CNN: conv/pool layers from a spec, then a fully connected output layer.
+
+    Build it with :meth:`from_spec`; ``forward`` gives outputs, ``loss_and_grads`` the
+    loss and every parameter's gradient by back-propagation (equations 1-14)."""
+
+    def __init__(self, spec: str, activation: str | Activation = "sigmoid",
+                 input_shape: Sequence[int] = (28, 28), n_outputs: int = 10,
+                 dtype: Any = "float64", loss: str = "mse"):
+        self.spec = spec
+        self.activation = get_activation(activation)
+        self.dtype = get_dtype(dtype)
+        self.loss = get_loss(loss)
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise SpecError(f"input_shape must be (H, W) or (C, H, W), got {input_shape!r}")
+        if not (isinstance(n_outputs, (int, np.integer)) and n_outputs >= 1):
+            raise SpecError(f"n_outputs must be a positive integer, got {n_outputs!r}")
+        self.input_shape: tuple[int, int, int] = shape
+        self.n_outputs = int(n_outputs)
+
+        self.layers: list[Any] = []
+        self.layer_names: list[str] = []
+        counts = {"conv": 0, "pool": 0}
+        for kind, a, b in parse_spec(spec):
+            c, h, w = shape
+            if kind == "conv":
+                if b > h or b > w:
+                    raise SpecError(f"spec {spec!r}: kernel {b}x{b} of conv layer "
+                                    f"{counts['conv'] + 1} is larger than its {h}x{w} input")
+                layer: Any = Conv(c, a, b, self.activation, self.dtype)
+                counts["conv"] += 1
+                name = f"conv{counts['conv']}"
+            else:
+                if h % a or w % a:
+                    raise SpecError(f"spec {spec!r}: layer size must be integer: {h}x{w} maps "
+                                    f"do not divide by pooling scale {a}")
+                layer = MeanPool(a) if kind == "mean" else MaxPool(a)
+                counts["pool"] += 1
+                name = f"pool{counts['pool']}"
+            shape = layer.output_shape(shape)
+            self.layers.append(layer)
+            self.layer_names.append(name)
+        self.feature_shape = shape
+        n_features = int(np.prod(shape))
+        out_act = get_activation(self.loss.output_activation)
+        self.layers.append(Dense(n_features, self.n_outputs, out_act, self.dtype))
+        self.layer_names.append("out")
+        self.params = ParamDict({
+            f"{lname}.{pname}": arr
+            for lname, layer in zip(self.layer_names, self.layers)
+            for pname, arr in layer.params.items()
+        })
+
+    @classmethod
+    def from_spec(cls, spec: str = DEFAULT_SPEC, activation: str | Activation = "sigmoid",
+                  input_shape: Sequence[int] = (28, 28), n_outputs: int = 10, seed: int = 0,
+                  dtype: Any = "float64", init: str = "dlt", loss: str = "mse") -> Network:
+        """Build the network and initialise it, seeded (same seed, same weights)."""
+        net = cls(spec, activation, input_shape, n_outputs, dtype, loss)
+        net.initialize(seed, init)
+        return net
+
+    def initialize(self, seed: int = 0, init: str = "dlt") -> None:
+        """DeepLearnToolbox's ``cnnsetup``: weights uniform in ±sqrt(6/(fan_in+fan_out)),
+        conv fan_in = in_maps·k², fan_out = out_maps·k²; biases 0."""
+        if init not in INITS:
+            raise SpecError(f"unknown init {init!r} (known: {', '.join(INITS)})")
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            if not layer.params:
+                continue
+            w = layer.params["weight"]
+            if layer.kind == "conv":
+                fan_in, fan_out = layer.in_maps * layer.k ** 2, layer.out_maps * layer.k ** 2
+            else:
+                fan_in, fan_out = layer.n_in, layer.n_out
+            r = np.sqrt(6.0 / (fan_in + fan_out))
+            w[...] = rng.uniform(-r, r, size=w.shape)
+            layer.params["bias"][...] = 0
+
+    # ----------------------------------------------------------------- inputs
+    def _inputs(self, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim == 3 and self.input_shape[0] == 1:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            want = self.input_shape[1:] if self.input_shape[0] == 1 else self.input_shape
+            raise ConvpropError(f"input batch has shape {x.shape}, expected (N, "
+                                f"{', '.join(map(str, want))})")
+        if x.shape[0] == 0:
+            raise ConvpropError("input batch is empty")
+        return x.astype(self.dtype, copy=False)
+
+    def _targets(self, y: Any, n: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 1:
+            if y.shape[0] != n:
+                raise ConvpropError(f"{y.shape[0]} labels for {n} inputs")
+            if not np.issubdtype(y.dtype, np.integer):
+                if not np.all(np.mod(y, 1) == 0):
+                    raise ConvpropError("labels must be integers (or give one-hot targets)")
+                y = y.astype(np.int64)
+            if y.size and (y.min() < 0 or y.max() >= self.n_outputs):
+                raise ConvpropError(f"labels must be in 0..{self.n_outputs - 1}, got "
+                                    f"{y.min()}..{y.max()}")
+            onehot = np.zeros((n, self.n_outputs), dtype=self.dtype)
+            onehot[np.arange(n), y] = 1
+            return onehot
+        if y.shape != (n, self.n_outputs):
+            raise ConvpropError(f"targets have shape {y.shape}, expected ({n},) labels or "
+                                f"({n}, {self.n_outputs}) one-hot")
+        return y.astype(self.dtype, copy=False)
+
+    # ---------------------------------------------------------- computation
+    def forward(self, x: Any) -> np.ndarray:
+        """Outputs o (N, n_outputs) for inputs x (N, H, W) or (N, C, H, W)."""
+        a = self._inputs(x)
+        for layer in self.layers:
+            a, _ = layer.forward(a)
+        return a
+
+    def forward_with_caches(self, x: Any) -> tuple[np.ndarray, list[Any]]:
+        a = self._inputs(x)
+        caches = []
+        for layer in self.layers:
+            a, cache = layer.forward(a)
+            caches.append(cache)
+        return a, caches
+
+    def backward(self, dout: np.ndarray, caches: list[Any]) -> dict[str, np.ndarray]:
+        """Back-propagate dL/do through every layer, last to first; return all gradients
+        (keys and order as ``params``).  The first layer skips its input error."""
+        grads: dict[str, np.ndarray] = {}
+        d = dout
+        for i in range(len(self.layers) - 1, -1, -1):
+            d, g = self.layers[i].backward(d, caches[i], need_dx=i > 0)
+            for pname, arr in g.items():
+                grads[f"{self.layer_names[i]}.{pname}"] = arr
+        return {name: grads[name] for name in self.params}
+
+    def loss_and_grads(self, x: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss L on the batch and dL/dθ for every parameter θ (fresh arrays each call)."""
+        o, caches = self.forward_with_caches(x)
+        loss, dout = self.loss(o, self._targets(y, o.shape[0]))
+        return loss, self.backward(dout, caches)
+
+    def loss_value(self, x: Any, y: Any) -> float:
+        o = self.forward(x)
+        return self.loss(o, self._targets(y, o.shape[0]))[0]
+
+    def predict(self, x: Any, chunk: int = 1000) -> np.ndarray:
+        """Predicted class per input (the arg-max output), computed ``chunk`` at a time."""
+        x = np.asarray(x)
+        out = [self.forward(x[i : i + chunk]).argmax(axis=1) for i in range(0, len(x), chunk)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    # ----------------------------------------------------------- describing
+    def describe(self) -> list[dict[str, Any]]:
+        """One dict per layer: name, kind, output shape, parameter count."""
+        rows, shape = [], self.input_shape
+        for name, layer in zip(self.layer_names, self.layers):
+            shape = layer.output_shape(shape) if layer.kind != "dense" else (layer.n_out,)
+            rows.append({"name": name, "kind": layer.kind, "output_shape": shape,
+                         "params": int(sum(p.size for p in layer.params.values()))})
+        return rows
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def __repr__(self) -> str:
+        return (f"Network({self.spec!r}, activation={self.activation.name!r}, "
+                f"input_shape={self.input_shape}, n_outputs={self.n_outputs}, "
+                f"dtype={self.dtype.name!r})")
