@@ -1,0 +1,5 @@
+import sys
+
+from convprop.cli import main
+
+sys.exit(main())

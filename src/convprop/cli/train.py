@@ -1,0 +1,104 @@
+"""``convprop train`` and ``convprop evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from convprop.cli.common import (
+    add_data_option,
+    info,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from convprop.network import DEFAULT_SPEC
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a network and write metrics, summary and model",
+        description="Train the network with plain SGD and hand-written back-propagation; "
+                    "write metrics.csv (iteration, loss, rL), summary.json and model.npz "
+                    "into --out.")
+    add_data_option(p)
+    add_training_options(p)
+    p.add_argument("--out", metavar="DIR", default="runs/train",
+                   help="output folder (default: runs/train)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test error and confusion matrix of a saved model",
+                       description="Evaluate MODEL on the test set of --data.")
+    e.add_argument("model", metavar="MODEL", help="a model.npz written by `convprop train`")
+    add_data_option(e)
+    e.set_defaults(func=cmd_evaluate)
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default=DEFAULT_SPEC,
+                   help=f"architecture, toolbox notation (default {DEFAULT_SPEC}: conv 6 maps "
+                        f"5x5, mean-pool 2, conv 12 maps 5x5, mean-pool 2; 'm' = max-pool)")
+    p.add_argument("--activation", default="sigmoid", metavar="NAME",
+                   help="conv-layer activation: sigmoid, tanh, tanh-linear:K, relu, "
+                        "leaky-relu:A (default sigmoid)")
+    p.add_argument("--lr", type=positive_float, default=1.0, help="learning rate (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=50,
+                   help="images per iteration (default 50)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_int, default=None,
+                        help="passes over the training set (default 1)")
+    length.add_argument("--iterations", type=positive_int, default=None,
+                        help="number of mini-batches instead of epochs")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="floating-point precision (default float32)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from convprop.train import TrainConfig
+
+    return TrainConfig(spec=args.spec, activation=args.activation, lr=args.lr,
+                       batch_size=args.batch_size, epochs=args.epochs,
+                       iterations=args.iterations, seed=args.seed, dtype=args.dtype,
+                       data=args.data).validate()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from convprop.train import run_training
+
+    config = config_from_args(args)
+    summary = run_training(config, args.out, progress=not args.no_progress, log=info)
+    rl = summary["final_rL"]
+    print(f"iterations: {summary['iterations']}   final rL: "
+          f"{'n/a' if rl is None else f'{rl:.4f}'}   time: {summary['seconds']:.1f} s "
+          f"({summary['images_per_second']:.0f} images/s)")
+    if summary["status"] == "diverged":
+        print(f"diverged: {summary['message']}")
+        print(f"results written to {args.out}")
+        return 1
+    print(f"test error: {100 * summary['test_error']:.2f}% "
+          f"({summary['data']['n_test']} test images)")
+    print(f"results written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from convprop.data import load_data
+    from convprop.model import load_model
+    from convprop.train import confusion_matrix, predict
+
+    net = load_model(args.model)
+    data = load_data(args.data)
+    info(f"data: {data.description}")
+    pred = predict(net, data.test_x)
+    err = float(np.mean(pred != data.test_y))
+    print(f"test error: {100 * err:.2f}% ({int(np.sum(pred != data.test_y))} of "
+          f"{len(pred)} wrong)")
+    m = confusion_matrix(data.test_y, pred, net.n_outputs)
+    print("confusion matrix (rows: true label, columns: predicted)")
+    print("      " + "".join(f"{j:>6d}" for j in range(m.shape[1])))
+    for i, row in enumerate(m):
+        print(f"{i:>6d}" + "".join(f"{v:>6d}" for v in row))
+    return 0

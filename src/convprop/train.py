@@ -1,0 +1,269 @@
+"""Training and evaluation: the toolbox's ``cnntrain`` / ``cnntest`` loop, seeded.
+
+One iteration = one mini-batch: forward, back-propagate (equations 1-14), one SGD
+step.  Each epoch visits the training set in a fresh random order; a final
+partial batch is dropped (the toolbox refuses sizes that do not divide).  The
+smoothed loss is the toolbox's ``rL``: rL_1 = L_1, then rL <- 0.99·rL + 0.01·L.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convprop.activations import get_activation
+from convprop.errors import ConvpropError
+from convprop.fileio import ensure_dir, write_csv, write_json
+from convprop.network import DEFAULT_SPEC, Network, get_dtype
+from convprop.optim import SGD, check_learning_rate
+
+STATUSES = ("completed", "diverged")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run (the flags of ``convprop train``)."""
+
+    spec: str = DEFAULT_SPEC
+    activation: str = "sigmoid"
+    lr: float = 1.0
+    batch_size: int = 50
+    epochs: int | None = None
+    iterations: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    data: str | None = None
+
+    def validate(self) -> TrainConfig:
+        """Check each value; raise ConvpropError naming the first bad one."""
+        check_learning_rate(self.lr)
+        _positive_int("batch size", self.batch_size)
+        if self.epochs is not None and self.iterations is not None:
+            raise ConvpropError("give --epochs or --iterations, not both")
+        if self.epochs is not None:
+            _positive_int("epochs", self.epochs)
+        if self.iterations is not None:
+            _positive_int("iterations", self.iterations)
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConvpropError(f"seed must be a non-negative integer, got {self.seed!r}")
+        get_dtype(self.dtype)
+        self.activation = get_activation(self.activation).name
+        return self
+
+    def total_iterations(self, n_train: int) -> int:
+        per_epoch = n_train // self.batch_size
+        if self.iterations is not None:
+            return self.iterations
+        return (self.epochs if self.epochs is not None else 1) * per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConvpropError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def _positive_int(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConvpropError(f"{what} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "diverged"
+    iterations: int  # iterations run (the diverged one included)
+    losses: np.ndarray  # batch loss L per iteration
+    rl: np.ndarray  # smoothed loss rL per iteration
+    seconds: float  # wall time of the training loop
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_rl(self) -> float | None:
+        return float(self.rl[-1]) if len(self.rl) else None
+
+
+def batch_indices(n: int, batch_size: int, rng: np.random.Generator,
+                  start_epoch: int = 0) -> Iterator[np.ndarray]:
+    """Endless mini-batches of indices: a fresh permutation each epoch (``randperm``),
+    cut into n // batch_size batches."""
+    per_epoch = n // batch_size
+    while True:
+        perm = rng.permutation(n)
+        for b in range(per_epoch):
+            yield perm[b * batch_size : (b + 1) * batch_size]
+
+
+def smooth(losses: np.ndarray, rl0: float | None = None) -> np.ndarray:
+    """The toolbox's rL for a sequence of batch losses."""
+    rl = np.empty(len(losses))
+    r = rl0
+    for i, loss in enumerate(losses):
+        r = loss if r is None else 0.99 * r + 0.01 * loss
+        rl[i] = r
+    return rl
+
+
+def train(net: Network, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+          progress: bool = False,
+          callback: Callable[[int, float, float], None] | None = None) -> TrainResult:
+    """Train ``net`` in place on images (N, H, W) uint8 or floats in [0, 1] and int labels.
+
+    Stops early with status ``diverged`` at the first non-finite loss."""
+    config.validate()
+    n = len(images)
+    if config.batch_size > n:
+        raise ConvpropError(f"batch size {config.batch_size} is larger than the "
+                            f"{n} training images")
+    total = config.total_iterations(n)
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+    optimizer = SGD(config.lr)
+    scale = 1.0 / 255 if images.dtype == np.uint8 else 1.0
+    losses = np.empty(total)
+    rl = np.empty(total)
+    r = None
+    status, message = "completed", ""
+    bar = _progress_bar(total, progress)
+    t0 = time.perf_counter()
+    done = 0
+    for it, idx in zip(range(total), batch_indices(n, config.batch_size, rng)):
+        x = images[idx].astype(net.dtype)
+        if scale != 1.0:
+            x *= scale
+        loss, grads = net.loss_and_grads(x, labels[idx])
+        done = it + 1
+        losses[it] = loss
+        if not math.isfinite(loss):
+            rl[it] = loss
+            status = "diverged"
+            message = f"loss became {loss} at iteration {done}: the run diverged (try a " \
+                      f"smaller learning rate)"
+            break
+        r = loss if r is None else 0.99 * r + 0.01 * loss
+        rl[it] = r
+        optimizer.step(net.params, grads)
+        if callback is not None:
+            callback(done, loss, r)
+        if bar is not None and (done % 20 == 0 or done == total):
+            bar.set_postfix_str(f"rL={r:.4f}", refresh=False)
+            bar.update(done - bar.n)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return TrainResult(status, done, losses[:done], rl[:done], seconds, message)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="it", desc="training", file=sys.stderr, leave=False,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def error_rate(net: Network, images: np.ndarray, labels: np.ndarray,
+               chunk: int = 1000) -> float:
+    """Fraction of images whose arg-max output is not their label (``cnntest``)."""
+    return float(np.mean(predict(net, images, chunk) != labels))
+
+
+def predict(net: Network, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """Predicted labels, computed ``chunk`` images at a time (bounded memory)."""
+    out = np.empty(len(images), dtype=np.int64)
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].astype(net.dtype)
+        if images.dtype == np.uint8:
+            x *= 1.0 / 255
+        out[i : i + chunk] = net.forward(x).argmax(axis=1)
+    return out
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n: int = 10) -> np.ndarray:
+    """(n, n) counts: row = true label, column = predicted label."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (labels, predicted), 1)
+    return m
+
+
+def versions() -> dict[str, str]:
+    import convprop
+
+    return {"convprop": convprop.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
+                 dataset: Any = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The ``convprop train`` job: load data, build, train, evaluate, and write
+    ``metrics.csv``, ``summary.json`` and ``model.npz`` into ``out_dir`` (atomically).
+    Returns the summary."""
+    from convprop.data import load_data
+    from convprop.model import save_model
+
+    config.validate()
+    out = ensure_dir(out_dir) if out_dir is not None else None
+    data = dataset if dataset is not None else load_data(config.data)
+    if log:
+        log(f"data: {data.description}")
+    net = Network.from_spec(config.spec, activation=config.activation,
+                            input_shape=data.train_x.shape[1:], n_outputs=10,
+                            seed=config.seed, dtype=config.dtype)
+    result = train(net, data.train_x, data.train_y, config, progress=progress)
+    test_error = None
+    if result.status == "completed":
+        test_error = error_rate(net, data.test_x, data.test_y)
+    summary = {
+        "status": result.status,
+        "message": result.message,
+        "config": config.to_dict(),
+        "data": {"name": data.name, "description": data.description,
+                 "n_train": int(len(data.train_x)), "n_test": int(len(data.test_x))},
+        "iterations": result.iterations,
+        "final_loss": _finite_or_none(result.losses[-1]) if result.iterations else None,
+        "final_rL": _finite_or_none(result.final_rl),
+        "test_error": test_error,
+        "seconds": round(result.seconds, 4),
+        "images_per_second": round(result.iterations * config.batch_size
+                                   / max(result.seconds, 1e-9), 1),
+        "versions": versions(),
+    }
+    if out is not None:
+        write_csv(out / "metrics.csv", ["iteration", "loss", "rL"],
+                  ((i + 1, repr(float(a)), repr(float(b)))
+                   for i, (a, b) in enumerate(zip(result.losses, result.rl))))
+        save_model(net, out / "model.npz", config=config.to_dict(), summary=summary)
+        write_json(out / "summary.json", summary)
+    summary["_network"] = net
+    return summary
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """metrics.csv -> {"iteration": ..., "loss": ..., "rL": ...} arrays."""
+    p = Path(path)
+    try:
+        table = np.genfromtxt(p, delimiter=",", names=True, dtype=float, ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise ConvpropError(f"cannot read metrics {str(p)!r}: {exc}") from None
+    if table.dtype.names is None:
+        raise ConvpropError(f"{p}: not a convprop metrics.csv (no header)")
+    return {name: np.asarray(table[name]) for name in table.dtype.names}
