@@ -30,6 +30,16 @@ class SGD:
         pass
 
 
+OPTIMIZERS = {"sgd": SGD}
+
+
+def get_optimizer(name: str, lr: float) -> SGD:
+    """An optimiser by name (``sgd``) with learning rate ``lr``."""
+    if name not in OPTIMIZERS:
+        raise ConvpropError(f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
+    return OPTIMIZERS[name](lr)
+
+
 def check_learning_rate(lr: float) -> None:
     if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
         raise ConvpropError(f"learning rate must be a positive finite number, got {lr!r}")

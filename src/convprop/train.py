@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,11 @@ import numpy as np
 from convprop.activations import get_activation
 from convprop.errors import ConvpropError
 from convprop.fileio import ensure_dir, write_csv, write_json
-from convprop.network import DEFAULT_SPEC, Network, get_dtype
-from convprop.optim import SGD, check_learning_rate
+from convprop.losses import get_loss
+from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype
+from convprop.optim import check_learning_rate, get_optimizer
 
-STATUSES = ("completed", "diverged")
+STATUSES = ("completed", "diverged", "stalled")
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     data: str | None = None
+    loss: str = "mse"
+    optimizer: str = "sgd"
+    init: str = "dlt"
 
     def validate(self) -> TrainConfig:
         """Check each value; raise ConvpropError naming the first bad one."""
@@ -57,6 +61,10 @@ class TrainConfig:
             raise ConvpropError(f"seed must be a non-negative integer, got {self.seed!r}")
         get_dtype(self.dtype)
         self.activation = get_activation(self.activation).name
+        get_loss(self.loss)
+        get_optimizer(self.optimizer, self.lr)
+        if self.init not in INITS:
+            raise ConvpropError(f"unknown init {self.init!r} (known: {', '.join(INITS)})")
         return self
 
     def total_iterations(self, n_train: int) -> int:
@@ -84,7 +92,7 @@ def _positive_int(what: str, value: Any) -> None:
 
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "diverged"
+    status: str  # "completed" | "diverged" | "stalled"
     iterations: int  # iterations run (the diverged one included)
     losses: np.ndarray  # batch loss L per iteration
     rl: np.ndarray  # smoothed loss rL per iteration
@@ -97,17 +105,6 @@ class TrainResult:
         return float(self.rl[-1]) if len(self.rl) else None
 
 
-def batch_indices(n: int, batch_size: int, rng: np.random.Generator,
-                  start_epoch: int = 0) -> Iterator[np.ndarray]:
-    """Endless mini-batches of indices: a fresh permutation each epoch (``randperm``),
-    cut into n // batch_size batches."""
-    per_epoch = n // batch_size
-    while True:
-        perm = rng.permutation(n)
-        for b in range(per_epoch):
-            yield perm[b * batch_size : (b + 1) * batch_size]
-
-
 def smooth(losses: np.ndarray, rl0: float | None = None) -> np.ndarray:
     """The toolbox's rL for a sequence of batch losses."""
     rl = np.empty(len(losses))
@@ -118,62 +115,144 @@ def smooth(losses: np.ndarray, rl0: float | None = None) -> np.ndarray:
     return rl
 
 
+def detect_stall(rl: np.ndarray, baseline: float | None = None,
+                 min_iterations: int = 100) -> bool:
+    """A run *stalled* when its smoothed loss ends no better than guessing and stopped
+    moving: rL at the end is above 0.8 x ``baseline`` (the loss of the best constant
+    output, see ``losses.MSE.constant_baseline``; without it, half of the first rL) and
+    fell by less than 2% over the second half of the run.  The outputs saturated at a
+    constant and back-propagation carries (almost) no error.  A slow but steady learner
+    is not flagged: its rL keeps falling over the second half."""
+    rl = np.asarray(rl, dtype=float)
+    if len(rl) < min_iterations or not np.all(np.isfinite(rl)):
+        return False
+    mid, last = rl[len(rl) // 2], rl[-1]
+    not_learned = last > (0.8 * baseline if baseline is not None else 0.5 * rl[0])
+    flat = (mid - last) < 0.02 * abs(mid)
+    return bool(not_learned and flat)
+
+
+class Trainer:
+    """The training loop's state, one mini-batch at a time.
+
+    Everything needed to continue a run exactly is here: the parameters (in ``net``),
+    the optimiser state, the shuffling RNG and the current epoch's permutation and
+    position, the iteration count and the losses so far."""
+
+    def __init__(self, net: Network, images: np.ndarray, labels: np.ndarray,
+                 config: TrainConfig):
+        config.validate()
+        n = len(images)
+        if n == 0:
+            raise ConvpropError("the training set is empty")
+        if config.batch_size > n:
+            raise ConvpropError(f"batch size {config.batch_size} is larger than the "
+                                f"{n} training images")
+        self.net, self.images, self.labels, self.config = net, images, labels, config
+        self.total = config.total_iterations(n)
+        self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
+        self.optimizer = get_optimizer(config.optimizer, config.lr)
+        self.perm: np.ndarray | None = None  # this epoch's order (``randperm``)
+        self.pos = 0  # next unused position in perm
+        self.iteration = 0
+        self.losses: list[float] = []
+        self.rl: list[float] = []
+        self.status = "running"
+        self.message = ""
+        self.seconds = 0.0
+
+    def next_batch(self) -> np.ndarray:
+        """Indices of the next mini-batch; a new permutation starts each epoch and a
+        final partial batch is dropped."""
+        n, bs = len(self.images), self.config.batch_size
+        if self.perm is None or self.pos + bs > n:
+            self.perm = self.rng.permutation(n)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + bs]
+        self.pos += bs
+        return idx
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.images[idx].astype(self.net.dtype)
+        if self.images.dtype == np.uint8:
+            x *= 1.0 / 255
+        return x, self.labels[idx]
+
+    def step(self) -> float:
+        """One iteration: forward, back-propagate, update.  Returns the batch loss; a
+        non-finite loss sets status ``diverged`` and leaves the parameters untouched."""
+        x, y = self.batch(self.next_batch())
+        loss, grads = self.net.loss_and_grads(x, y)
+        self.iteration += 1
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self.rl.append(loss)
+            self.status = "diverged"
+            self.message = (f"loss became {loss} at iteration {self.iteration}: the run "
+                            f"diverged (try a smaller learning rate)")
+            return loss
+        self.rl.append(loss if not self.rl else 0.99 * self.rl[-1] + 0.01 * loss)
+        self.optimizer.step(self.net.params, grads)
+        bad = [k for k, v in self.net.params.items() if not np.isfinite(v).all()]
+        if bad:
+            self.status = "diverged"
+            self.message = (f"parameter {bad[0]} became non-finite at iteration "
+                            f"{self.iteration}: the run diverged (try a smaller learning rate)")
+        return loss
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running" or self.iteration >= self.total
+
+    def run(self, progress: bool = False,
+            callback: Callable[[Trainer], None] | None = None) -> TrainResult:
+        """Step until done (or diverged); ``callback(trainer)`` runs after each step."""
+        bar = _progress_bar(self.total, progress, self.iteration)
+        t0 = time.perf_counter()
+        try:
+            while not self.finished:
+                self.step()
+                if callback is not None:
+                    callback(self)
+                if bar is not None and (self.iteration % 20 == 0 or self.finished):
+                    bar.set_postfix_str(f"rL={self.rl[-1]:.4f}", refresh=False)
+                    bar.update(self.iteration - bar.n)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+        if self.status == "running":
+            p = np.bincount(self.labels, minlength=self.net.n_outputs) / len(self.labels)
+            baseline = self.net.loss.constant_baseline(p)
+            stalled = detect_stall(np.asarray(self.rl), baseline)
+            self.status = "stalled" if stalled else "completed"
+            if self.status == "stalled":
+                self.message = ("the loss stayed flat near its starting value: the outputs "
+                                "saturated (try another learning rate or activation)")
+        return self.result()
+
+    def result(self) -> TrainResult:
+        return TrainResult(self.status, self.iteration, np.asarray(self.losses, dtype=float),
+                           np.asarray(self.rl, dtype=float), self.seconds, self.message)
+
+
 def train(net: Network, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
           progress: bool = False,
-          callback: Callable[[int, float, float], None] | None = None) -> TrainResult:
+          callback: Callable[[Trainer], None] | None = None) -> TrainResult:
     """Train ``net`` in place on images (N, H, W) uint8 or floats in [0, 1] and int labels.
 
-    Stops early with status ``diverged`` at the first non-finite loss."""
-    config.validate()
-    n = len(images)
-    if config.batch_size > n:
-        raise ConvpropError(f"batch size {config.batch_size} is larger than the "
-                            f"{n} training images")
-    total = config.total_iterations(n)
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-    optimizer = SGD(config.lr)
-    scale = 1.0 / 255 if images.dtype == np.uint8 else 1.0
-    losses = np.empty(total)
-    rl = np.empty(total)
-    r = None
-    status, message = "completed", ""
-    bar = _progress_bar(total, progress)
-    t0 = time.perf_counter()
-    done = 0
-    for it, idx in zip(range(total), batch_indices(n, config.batch_size, rng)):
-        x = images[idx].astype(net.dtype)
-        if scale != 1.0:
-            x *= scale
-        loss, grads = net.loss_and_grads(x, labels[idx])
-        done = it + 1
-        losses[it] = loss
-        if not math.isfinite(loss):
-            rl[it] = loss
-            status = "diverged"
-            message = f"loss became {loss} at iteration {done}: the run diverged (try a " \
-                      f"smaller learning rate)"
-            break
-        r = loss if r is None else 0.99 * r + 0.01 * loss
-        rl[it] = r
-        optimizer.step(net.params, grads)
-        if callback is not None:
-            callback(done, loss, r)
-        if bar is not None and (done % 20 == 0 or done == total):
-            bar.set_postfix_str(f"rL={r:.4f}", refresh=False)
-            bar.update(done - bar.n)
-    seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return TrainResult(status, done, losses[:done], rl[:done], seconds, message)
+    Stops early with status ``diverged`` at the first non-finite loss; a run whose loss
+    stayed flat is marked ``stalled`` (see :func:`detect_stall`)."""
+    return Trainer(net, images, labels, config).run(progress, callback)
 
 
-def _progress_bar(total: int, enabled: bool):
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="it", desc="training", file=sys.stderr, leave=False,
-                dynamic_ncols=True, mininterval=0.5)
+    return tqdm(total=total, initial=initial, unit="it", desc="training", file=sys.stderr,
+                leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
 def error_rate(net: Network, images: np.ndarray, labels: np.ndarray,
@@ -223,10 +302,11 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
         log(f"data: {data.description}")
     net = Network.from_spec(config.spec, activation=config.activation,
                             input_shape=data.train_x.shape[1:], n_outputs=10,
-                            seed=config.seed, dtype=config.dtype)
+                            seed=config.seed, dtype=config.dtype, init=config.init,
+                            loss=config.loss)
     result = train(net, data.train_x, data.train_y, config, progress=progress)
     test_error = None
-    if result.status == "completed":
+    if result.status != "diverged":
         test_error = error_rate(net, data.test_x, data.test_y)
     summary = {
         "status": result.status,
