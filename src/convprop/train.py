@@ -24,7 +24,7 @@ from convprop.activations import get_activation
 from convprop.errors import ConvpropError
 from convprop.fileio import ensure_dir, write_csv, write_json
 from convprop.losses import get_loss
-from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype
+from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
 from convprop.optim import check_learning_rate, get_optimizer
 
 STATUSES = ("completed", "diverged", "stalled")
@@ -60,6 +60,7 @@ class TrainConfig:
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ConvpropError(f"seed must be a non-negative integer, got {self.seed!r}")
         get_dtype(self.dtype)
+        parse_spec(self.spec)
         self.activation = get_activation(self.activation).name
         get_loss(self.loss)
         get_optimizer(self.optimizer, self.lr)
@@ -298,12 +299,15 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     config.validate()
     out = ensure_dir(out_dir) if out_dir is not None else None
     data = dataset if dataset is not None else load_data(config.data)
-    if log:
-        log(f"data: {data.description}")
     net = Network.from_spec(config.spec, activation=config.activation,
                             input_shape=data.train_x.shape[1:], n_outputs=10,
                             seed=config.seed, dtype=config.dtype, init=config.init,
                             loss=config.loss)
+    if config.batch_size > len(data.train_x):
+        raise ConvpropError(f"batch size {config.batch_size} is larger than the "
+                            f"{len(data.train_x)} training images")
+    if log:
+        log(f"data: {data.description}")
     result = train(net, data.train_x, data.train_y, config, progress=progress)
     test_error = None
     if result.status != "diverged":
