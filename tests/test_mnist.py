@@ -2,9 +2,8 @@
 
 import json
 
-from convprop.cli import main
-
 from conftest import MNIST_DIR
+from convprop.cli import main
 
 
 def test_one_epoch_on_full_mnist_reaches_the_toolbox_error(tmp_path, capsys):

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
+from conftest import PARITY_FILE
 from convprop import Network
 from convprop.matlab import features_from_toolbox, images_from_toolbox, kernels_from_toolbox
 from convprop.optim import SGD
-
-from conftest import PARITY_FILE
 
 sio = pytest.importorskip("scipy.io")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convprop import ConvpropError, Network
-from convprop.train import Trainer, TrainConfig, detect_stall, run_training, smooth, train
+from convprop.train import TrainConfig, Trainer, detect_stall, run_training, smooth, train
 
 
 def blobs(n=200, seed=0):
