@@ -462,7 +462,8 @@ def _fetch_one(d: Path, role: str, name: str, mirrors: list[str], retries: int,
                 last = f"{url}: {exc}"
                 _say(progress, f"{filename}: failed: {exc}; trying the next mirror")
                 break
-            _say(progress, f"{filename}: {n / 1e6:.1f} MB, sha256 verified, saved in {d}")
+            size = f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+            _say(progress, f"{filename}: {size}, sha256 verified, saved in {d}")
             return
     raise DataError(f"{filename}: download failed from {len(mirrors)} mirror(s); last error: "
                     f"{last}")

@@ -29,7 +29,7 @@ DEFAULT_SPEC = "6c5-2s-12c5-2s"
 DTYPES = ("float32", "float64")
 INITS = ("dlt",)
 
-_TOKEN = re.compile(r"^(?:(?P<maps>\d+)c(?P<k>\d+)|(?P<scale>\d+)(?P<pool>[sm]))$")
+_TOKEN = re.compile(r"^(?:(?P<maps>\d{1,9})c(?P<k>\d{1,9})|(?P<scale>\d{1,9})(?P<pool>[sm]))$")
 
 
 def parse_spec(spec: str) -> list[tuple[str, int, int]]:
