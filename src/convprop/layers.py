@@ -62,6 +62,12 @@ class Conv:
                                              need_dx)
         return dx, {"weight": dw, "bias": db}
 
+    def slope(self, cache):
+        """f'(z) of the forward pass, (N, out_maps, H', W'): what ``backward`` multiplies
+        dL/da by (equation 11).  Used by ``Network.trace`` and the diagnostics."""
+        _, _, z, a = cache
+        return self.activation.derivative(z, a)
+
 
 class _Pool:
     kind = "pool"
@@ -137,3 +143,8 @@ class Dense:
         grads = {"weight": delta.T @ fv, "bias": delta.sum(axis=0)}
         dx = (delta @ self.params["weight"]).reshape(x_shape) if need_dx else None
         return dx, grads
+
+    def slope(self, cache):
+        """f'(z^L) of the forward pass, (N, n_out): the factor of equation (4)."""
+        _, _, z, o = cache
+        return self.activation.derivative(z, o)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -100,6 +101,29 @@ class ParamDict(MutableMapping):
 
     def __repr__(self) -> str:
         return "ParamDict(" + ", ".join(f"{k}: {v.shape}" for k, v in self.items()) + ")"
+
+
+@dataclass
+class LayerTrace:
+    """What one layer saw in :meth:`Network.trace` (see there)."""
+
+    name: str
+    kind: str
+    a: np.ndarray
+    d_out: np.ndarray
+    slope: np.ndarray | None
+    delta: np.ndarray | None
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Trace:
+    """Result of :meth:`Network.trace`: loss, outputs, gradients, one record per layer."""
+
+    loss: float
+    outputs: np.ndarray
+    grads: dict[str, np.ndarray]
+    layers: list[LayerTrace]
 
 
 class Network:
@@ -250,6 +274,35 @@ class Network:
         o, caches = self.forward_with_caches(x)
         loss, dout = self.loss(o, self._targets(y, o.shape[0]))
         return loss, self.backward(dout, caches)
+
+    def trace(self, x: Any, y: Any) -> Trace:
+        """One forward and backward pass on a batch, keeping what every layer saw.
+
+        Gives the loss, outputs, gradients (as ``loss_and_grads``) and, per layer, its
+        output ``a``, the error ``d_out`` = dL/da arriving from above and, for layers with
+        an activation, ``slope`` = f'(z) and ``delta`` = f'(z) ∘ dL/da: δ of equations (4),
+        (8) and (11).  For a pooling layer ``d_out`` is the error of equation (12), which
+        the layer up-samples to the conv layer below.  Arrays are (N, C, H, W) or (N, n)."""
+        outs, caches, a = [], [], self._inputs(x)
+        for layer in self.layers:
+            a, cache = layer.forward(a)
+            outs.append(a)
+            caches.append(cache)
+        o = a
+        loss, dout = self.loss(o, self._targets(y, o.shape[0]))
+        grads: dict[str, np.ndarray] = {}
+        records: list[LayerTrace] = []
+        d = dout
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer, name = self.layers[i], self.layer_names[i]
+            slope = layer.slope(caches[i]) if hasattr(layer, "slope") else None
+            rec = LayerTrace(name, layer.kind, outs[i], d, slope,
+                             None if slope is None else d * slope)
+            d, g = layer.backward(d, caches[i], need_dx=i > 0)
+            rec.grads = {pname: arr for pname, arr in g.items()}
+            grads.update({f"{name}.{pname}": arr for pname, arr in g.items()})
+            records.append(rec)
+        return Trace(loss, o, {name: grads[name] for name in self.params}, records[::-1])
 
     def loss_value(self, x: Any, y: Any) -> float:
         o = self.forward(x)
