@@ -30,9 +30,11 @@ class Conv:
                  dtype: np.dtype):
         self.in_maps, self.out_maps, self.k = in_maps, out_maps, k
         self.activation = activation
+        self.activation.map_axis = 1  # learnable activations: z is (N, C, H, W)
         self.params = {
             "weight": np.zeros((out_maps, in_maps, k, k), dtype=dtype),
             "bias": np.zeros(out_maps, dtype=dtype),
+            **activation.params,  # learnable activation parameters ("alpha", "k"), live
         }
 
     def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -55,12 +57,14 @@ class Conv:
         - Equation (14): ∂C/∂b_j = Σ_{u,v} δ_j.
         - Equation (12): the error of the layer below, Σ_j δ_j *full* rot180(k_ij).
           Skipped with ``need_dx=False`` for the first layer, whose input is the image.
+        - Beyond the paper, a learnable activation's parameter p (``prelu``,
+          ``tanh-linear-learned``): ∂C/∂p = Σ dL/da ∘ ∂f/∂p.
         The 1/batch of the toolbox is already in dL/da (the loss divides by N)."""
         x_shape, cols, z, a = cache
         delta = da * self.activation.derivative(z, a)
         dx, dw, db = kernels.conv2d_backward(delta, cols, self.params["weight"], x_shape,
                                              need_dx)
-        return dx, {"weight": dw, "bias": db}
+        return dx, {"weight": dw, "bias": db, **self.activation.param_grads(z, a, da, 1)}
 
     def slope(self, cache):
         """f'(z) of the forward pass, (N, out_maps, H', W'): what ``backward`` multiplies

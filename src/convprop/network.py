@@ -9,7 +9,9 @@ Parameters (``Network.params``, in layer order):
 - ``conv{i}.weight`` (out_maps, in_maps, k, k), cross-correlation orientation,
   ``conv{i}.bias`` (out_maps,), i = 1, 2, ... counting conv layers only;
 - ``out.weight`` (n_outputs, features), ``out.bias`` (n_outputs,), features in
-  (map, row, column) order.
+  (map, row, column) order;
+- with a learnable activation (``prelu``, ``tanh-linear-learned``), also
+  ``conv{i}.alpha`` or ``conv{i}.k``, (out_maps,) per map or (1,) per layer.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from convprop.losses import get_loss
 
 DEFAULT_SPEC = "6c5-2s-12c5-2s"
 DTYPES = ("float32", "float64")
-INITS = ("dlt",)
+INITS = ("dlt", "he")
 
 _TOKEN = re.compile(r"^(?:(?P<maps>\d{1,9})c(?P<k>\d{1,9})|(?P<scale>\d{1,9})(?P<pool>[sm]))$")
 
@@ -158,7 +160,9 @@ class Network:
                 if b > h or b > w:
                     raise SpecError(f"spec {spec!r}: kernel {b}x{b} of conv layer "
                                     f"{counts['conv'] + 1} is larger than its {h}x{w} input")
-                layer: Any = Conv(c, a, b, self.activation, self.dtype)
+                # one activation instance per layer: learnable ones own their parameters
+                layer: Any = Conv(c, a, b, self.activation.for_layer(a, self.dtype),
+                                  self.dtype)
                 counts["conv"] += 1
                 name = f"conv{counts['conv']}"
             else:
@@ -192,8 +196,11 @@ class Network:
         return net
 
     def initialize(self, seed: int = 0, init: str = "dlt") -> None:
-        """DeepLearnToolbox's ``cnnsetup``: weights uniform in ±sqrt(6/(fan_in+fan_out)),
-        conv fan_in = in_maps·k², fan_out = out_maps·k²; biases 0."""
+        """``dlt``: DeepLearnToolbox's ``cnnsetup``: weights uniform in
+        ±sqrt(6/(fan_in+fan_out)), conv fan_in = in_maps·k², fan_out = out_maps·k².
+        ``he`` (He et al. 2015, as PyTorch's ``kaiming_uniform_`` with gain sqrt 2):
+        uniform in ±sqrt(6/fan_in), variance 2/fan_in.  Biases 0; learnable activation
+        parameters back to their initial value."""
         if init not in INITS:
             raise SpecError(f"unknown init {init!r} (known: {', '.join(INITS)})")
         rng = np.random.default_rng(seed)
@@ -205,9 +212,10 @@ class Network:
                 fan_in, fan_out = layer.in_maps * layer.k ** 2, layer.out_maps * layer.k ** 2
             else:
                 fan_in, fan_out = layer.n_in, layer.n_out
-            r = np.sqrt(6.0 / (fan_in + fan_out))
+            r = np.sqrt(6.0 / (fan_in + fan_out) if init == "dlt" else 6.0 / fan_in)
             w[...] = rng.uniform(-r, r, size=w.shape)
             layer.params["bias"][...] = 0
+            layer.activation.reset_params()
 
     # ----------------------------------------------------------------- inputs
     def _inputs(self, x: Any) -> np.ndarray:

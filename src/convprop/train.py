@@ -20,12 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from convprop import diagnostics
 from convprop.activations import get_activation
 from convprop.errors import ConvpropError
 from convprop.fileio import ensure_dir, write_csv, write_json
 from convprop.losses import get_loss
 from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
-from convprop.optim import check_learning_rate, get_optimizer
+from convprop.optim import (
+    DEFAULT_BETAS,
+    DEFAULT_MOMENTUM,
+    check_learning_rate,
+    get_optimizer,
+)
 
 STATUSES = ("completed", "diverged", "stalled")
 
@@ -46,6 +52,10 @@ class TrainConfig:
     loss: str = "mse"
     optimizer: str = "sgd"
     init: str = "dlt"
+    # beyond the paper: optimiser settings and gradient-flow diagnostics (0 = off)
+    momentum: float = DEFAULT_MOMENTUM
+    betas: tuple[float, float] = DEFAULT_BETAS
+    diagnostics: int = 0
 
     def validate(self) -> TrainConfig:
         """Check each value; raise ConvpropError naming the first bad one."""
@@ -63,7 +73,12 @@ class TrainConfig:
         parse_spec(self.spec)
         self.activation = get_activation(self.activation).name
         get_loss(self.loss)
-        get_optimizer(self.optimizer, self.lr)
+        self.betas = tuple(self.betas)  # a list after a JSON round trip
+        get_optimizer(self.optimizer, self.lr, self.momentum, self.betas)
+        if isinstance(self.diagnostics, bool) or not isinstance(
+                self.diagnostics, (int, np.integer)) or self.diagnostics < 0:
+            raise ConvpropError(f"diagnostics interval must be an integer >= 0, got "
+                                f"{self.diagnostics!r}")
         if self.init not in INITS:
             raise ConvpropError(f"unknown init {self.init!r} (known: {', '.join(INITS)})")
         return self
@@ -152,7 +167,9 @@ class Trainer:
         self.net, self.images, self.labels, self.config = net, images, labels, config
         self.total = config.total_iterations(n)
         self.rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
-        self.optimizer = get_optimizer(config.optimizer, config.lr)
+        self.optimizer = get_optimizer(config.optimizer, config.lr, config.momentum,
+                                       config.betas)
+        self.diagnostics: list[tuple[int, str, str, float]] = []  # see diagnostics.py
         self.perm: np.ndarray | None = None  # this epoch's order (``randperm``)
         self.pos = 0  # next unused position in perm
         self.iteration = 0
@@ -183,7 +200,14 @@ class Trainer:
         """One iteration: forward, back-propagate, update.  Returns the batch loss; a
         non-finite loss sets status ``diverged`` and leaves the parameters untouched."""
         x, y = self.batch(self.next_batch())
-        loss, grads = self.net.loss_and_grads(x, y)
+        every = self.config.diagnostics
+        if every and (self.iteration == 0 or (self.iteration + 1) % every == 0):
+            # the same forward/backward pass, keeping what each layer saw
+            tr = self.net.trace(x, y)
+            loss, grads = tr.loss, tr.grads
+            self.diagnostics += diagnostics.record(self.net, tr, self.iteration + 1)
+        else:
+            loss, grads = self.net.loss_and_grads(x, y)
         self.iteration += 1
         self.losses.append(loss)
         if not math.isfinite(loss):
@@ -308,7 +332,8 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
                             f"{len(data.train_x)} training images")
     if log:
         log(f"data: {data.description}")
-    result = train(net, data.train_x, data.train_y, config, progress=progress)
+    trainer = Trainer(net, data.train_x, data.train_y, config)
+    result = trainer.run(progress)
     test_error = None
     if result.status != "diverged":
         test_error = error_rate(net, data.test_x, data.test_y)
@@ -325,6 +350,7 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
         "seconds": round(result.seconds, 4),
         "images_per_second": round(result.iterations * config.batch_size
                                    / max(result.seconds, 1e-9), 1),
+        "activation_params": learned_params(net),
         "versions": versions(),
     }
     if out is not None:
@@ -332,9 +358,18 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
                   ((i + 1, repr(float(a)), repr(float(b)))
                    for i, (a, b) in enumerate(zip(result.losses, result.rl))))
         save_model(net, out / "model.npz", config=config.to_dict(), summary=summary)
+        if config.diagnostics:
+            diagnostics.write_diagnostics(out / diagnostics.FILENAME, trainer.diagnostics)
         write_json(out / "summary.json", summary)
     summary["_network"] = net
     return summary
+
+
+def learned_params(net: Network) -> dict[str, list[float]]:
+    """The learnable activation parameters after training (``conv1.alpha``: values)."""
+    return {f"{name}.{p}": [float(v) for v in arr]
+            for name, layer in zip(net.layer_names, net.layers) if hasattr(layer, "activation")
+            for p, arr in layer.activation.params.items()}
 
 
 def _finite_or_none(x: float | None) -> float | None:

@@ -42,7 +42,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         f"5x5, mean-pool 2, conv 12 maps 5x5, mean-pool 2; 'm' = max-pool)")
     p.add_argument("--activation", default="sigmoid", metavar="NAME",
                    help="conv-layer activation: sigmoid, tanh, tanh-linear:K, relu, "
-                        "leaky-relu:A (default sigmoid)")
+                        "leaky-relu:A; learned: prelu:map|layer[:A0], "
+                        "tanh-linear-learned:map|layer[:K0] (default sigmoid)")
     p.add_argument("--lr", type=positive_float, default=1.0, help="learning rate (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=50,
                    help="images per iteration (default 50)")
@@ -54,6 +55,52 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="floating-point precision (default float32)")
+    add_modern_options(p)
+
+
+def add_modern_options(p: argparse.ArgumentParser) -> None:
+    """Beyond the paper: today's defaults as options, and gradient-flow diagnostics."""
+    from convprop.losses import LOSSES
+    from convprop.network import INITS
+    from convprop.optim import DEFAULT_BETAS, DEFAULT_MOMENTUM, OPTIMIZERS
+
+    p.add_argument("--loss", choices=tuple(LOSSES), default="mse",
+                   help="mse: the paper's squared error on sigmoid outputs (default); "
+                        "cross-entropy: softmax + cross-entropy on linear outputs")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd",
+                   help="sgd (the paper's, default), momentum (see --momentum) or adam "
+                        "(see --betas; try --lr 0.001)")
+    p.add_argument("--momentum", type=_unit_interval, default=DEFAULT_MOMENTUM,
+                   help=f"momentum coefficient of --optimizer momentum (default "
+                        f"{DEFAULT_MOMENTUM})")
+    p.add_argument("--betas", type=_betas, default=DEFAULT_BETAS, metavar="B1,B2",
+                   help=f"Adam's decay rates (default {DEFAULT_BETAS[0]},{DEFAULT_BETAS[1]}, "
+                        f"as PyTorch)")
+    p.add_argument("--init", choices=INITS, default="dlt",
+                   help="dlt: the toolbox's uniform ±sqrt(6/(fan_in+fan_out)) (default); "
+                        "he: uniform ±sqrt(6/fan_in) (He et al. 2015)")
+    p.add_argument("--diagnostics", type=non_negative_int, default=0, metavar="N",
+                   help="every N iterations record per-layer gradient flow (mean |delta|, "
+                        "mean |weight gradient|, saturated and dead units) into "
+                        "diagnostics.csv (default 0: off)")
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _betas(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected two numbers B1,B2 in [0, 1), got {text!r}")
+    b1, b2 = (_unit_interval(s.strip()) for s in parts)
+    return b1, b2
 
 
 def config_from_args(args: argparse.Namespace):
@@ -62,7 +109,9 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(spec=args.spec, activation=args.activation, lr=args.lr,
                        batch_size=args.batch_size, epochs=args.epochs,
                        iterations=args.iterations, seed=args.seed, dtype=args.dtype,
-                       data=args.data).validate()
+                       data=args.data, loss=args.loss, optimizer=args.optimizer,
+                       momentum=args.momentum, betas=args.betas, init=args.init,
+                       diagnostics=args.diagnostics).validate()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
