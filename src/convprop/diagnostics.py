@@ -152,8 +152,8 @@ def plot_diagnostics(run_dirs: Sequence[str | os.PathLike], out_png: str | os.Pa
                 ax.set_ylabel(_LABELS.get(metric, metric), fontsize=9)
             if i == len(rows) - 1:
                 ax.set_xlabel("iteration")
-            if d.get(metric):
-                ax.legend(fontsize=7, loc="best")
+            if d.get(metric) and j == next(k for k, e in enumerate(data) if e.get(metric)):
+                ax.legend(fontsize=7, loc="best")  # once per row: same layers in every run
             ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out_png)
