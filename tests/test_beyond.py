@@ -18,7 +18,9 @@ def test_learned_runs_cover_grid_best_and_learned_variants():
     assert {"tanh-linear:0.13", "leaky-relu:0.05", "prelu:map:0.25", "prelu:layer:0.25",
             "tanh-linear-learned:map:0", "tanh-linear-learned:layer:0"} == acts
     assert len(cfgs) == 2 * len(acts)
-    assert all(c.iterations == 600 and c.lr == 1.0 and c.data == "sample" for c in cfgs)
+    assert all(c.iterations == 600 and c.data == "sample" for c in cfgs)
+    assert {c.lr for c in cfgs if c.activation.startswith("tanh")} == {0.1}
+    assert {c.lr for c in cfgs if "relu" in c.activation} == {1.0}
     assert len({beyond.run_name(c) for c in cfgs}) == len(cfgs)
 
 
