@@ -69,8 +69,8 @@ def test_render_modern_has_both_lengths_and_flags_bad_runs():
     assert "test error after 600 iterations" in lines[0] and "after 1 epoch" in lines[0]
     assert len(lines) == 2 + len(beyond.MODERN)
     paper = next(line for line in lines if line.startswith("| paper"))
-    assert "| 10.00% | 5.00% | 0.2000 | 2 |" in paper
-    assert "diverged: 2" in next(line for line in lines if "+ Adam" in line)
+    assert "| 10.00% | 5.00% | 0.2000 | 1 |" in paper
+    assert "diverged: 1" in next(line for line in lines if "+ Adam" in line)
 
 
 def test_diagnostic_run_writes_its_files(tmp_path):

@@ -61,11 +61,11 @@ MODERN = (
 
 
 # (folder, column title, activation, conv-bias start, input scale) of the gradient-flow
-# figure: dead units need a push (conv biases start at -0.25, so about half the units
-# start off for every image), saturation needs large inputs (pixels x 20).
+# figure: dead units need a push (conv biases start at -0.5, so nearly every conv2 unit
+# starts off for every image), saturation needs large inputs (pixels x 20).
 DIAGNOSTIC_RUNS = (
-    ("relu-bias-0.25", "relu, conv biases start -0.25", "relu", -0.25, 1.0),
-    ("leaky-bias-0.25", "leaky-relu:0.05, biases -0.25", "leaky-relu:0.05", -0.25, 1.0),
+    ("relu-bias-0.5", "relu, conv biases start -0.5", "relu", -0.5, 1.0),
+    ("leaky-bias-0.5", "leaky-relu:0.05, biases -0.5", "leaky-relu:0.05", -0.5, 1.0),
     ("tanh-x1", "tanh, inputs x1", "tanh", 0.0, 1.0),
     ("tanh-x20", "tanh, inputs x20", "tanh", 0.0, 20.0),
 )
@@ -181,7 +181,7 @@ def render_modern(results: Iterable[dict[str, Any] | str | os.PathLike]) -> str:
     its = sorted({s["config"]["iterations"] for s in summaries if s["config"].get("iterations")})
     head = [f"test error after {i} iterations" for i in its] + ["test error after 1 epoch",
                                                                 "rL after 1 epoch"]
-    lines = ["| setting | " + " | ".join(head) + " | runs |",
+    lines = ["| setting | " + " | ".join(head) + " | seeds |",
              "|---|" + "---|" * (len(head) + 1)]
     for label, _ in MODERN:
         group = [s for s in summaries if _modern_label(s["config"]) == label]
@@ -194,7 +194,7 @@ def render_modern(results: Iterable[dict[str, Any] | str | os.PathLike]) -> str:
         epoch = [s for s in group if not s["config"].get("iterations")]
         cells.append(_mean_sd(_percent(epoch), 2, "%"))
         cells.append(_mean_sd([s.get("final_rL") for s in epoch], 4))
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_runs(group)} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_runs(epoch)} |")
     return "\n".join(lines) + "\n"
 
 
