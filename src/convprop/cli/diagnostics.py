@@ -21,6 +21,12 @@ def register(sub) -> None:
                                 parser_class=type(p))
     register_plot_diagnostics(plot_sub)
 
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
+
 
 def register_plot_diagnostics(plot_sub) -> None:
     p = plot_sub.add_parser(
