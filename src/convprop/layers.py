@@ -160,7 +160,7 @@ class Conv:
         """f'(z) of the forward pass, (N, out_maps, H', W'): what ``backward`` multiplies
         dL/da by (equation 11).  Used by ``Network.trace`` and the diagnostics."""
         _, _, z, a = cache
-        return self.activation.derivative(z, a)
+        return to_nchw(self.activation.derivative(z, a))
 
 
 class _Pool:
@@ -271,5 +271,5 @@ class Dense:
 
     def slope(self, cache):
         """f'(z^L) of the forward pass, (N, n_out): the factor of equation (4)."""
-        _, _, z, o = cache
-        return self.activation.derivative(z, o)
+        _, _, z, o = cache[1]
+        return self.activation.derivative(z, o).T
