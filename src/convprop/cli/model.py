@@ -97,8 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from convprop.model import load_model
-    from convprop.model import describe_model
+    from convprop.model import describe_model, load_model
 
     net = load_model(args.model)
     report = describe_model(net)
