@@ -77,12 +77,12 @@ def register_plot_features(plot_sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from convprop.images import load_digit, scores
     from convprop.model import load_model
 
     net = _load_for_images(args.model, load_model)
-    import numpy as np
-
     digits = np.stack([load_digit(p, args.always_preprocess) for p in args.images])
     out = scores(net, digits)
     results = [{"image": path, "digit": int(o.argmax()), "scores": [float(v) for v in o]}
@@ -125,7 +125,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("training config: " + ", ".join(f"{k}={c[k]}" for k in keys
                                                if c.get(k) is not None))
     if s:
-        parts = [f"{k}={s[k]}" for k in ("status", "iterations", "final_rL", "seconds")
+        parts = [f"{k}={_num(s[k])}" for k in ("status", "iterations", "final_rL", "seconds")
                  if s.get(k) is not None]
         if s.get("test_error") is not None:
             n = (s.get("data") or {}).get("n_test")
@@ -179,3 +179,7 @@ def _load_for_images(path: str, load_model):
         raise ModelError(f"{path}: images need a model for 28x28 grey inputs, this one takes "
                          f"{'x'.join(map(str, net.input_shape))}")
     return net
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
