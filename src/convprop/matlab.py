@@ -18,6 +18,7 @@ import numpy as np
 
 from convprop.errors import ConvpropError, ModelError
 from convprop.fileio import atomic_open
+from convprop.layers import MeanPool
 from convprop.network import Network
 
 
@@ -109,7 +110,7 @@ def export_matlab(net: Network, path: str | os.PathLike, version: str = "7") -> 
     if net.input_shape[0] != 1:
         faults.append(f"{net.input_shape[0]} input channels")
     faults += [f"max-pooling ({name})" for name, layer in zip(net.layer_names, net.layers)
-               if layer.kind == "pool" and type(layer).__name__ != "MeanPool"]
+               if layer.kind == "pool" and not isinstance(layer, MeanPool)]
     extra = [k for k in net.params if k.rsplit(".", 1)[-1] not in ("weight", "bias")]
     faults += [f"parameter {k}" for k in extra]
     if faults:
