@@ -26,7 +26,6 @@ import numpy as np
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
-    from sklearn.preprocessing import LabelEncoder
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -62,13 +61,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         """Train a fresh network (seeded by ``seed``) on X and y; returns self."""
-        X, shape = self._images(X, reset=True, y=y)
-        y = self._y
-        del self._y
+        X, y, shape = self._validate(X, y, reset=True)
         check_classification_targets(y)
-        self._encoder = LabelEncoder().fit(y)
-        self.classes_ = self._encoder.classes_
-        labels = self._encoder.transform(y).astype(np.int64)
+        self.classes_, labels = np.unique(y, return_inverse=True)  # any labels -> 0..K-1
+        labels = labels.astype(np.int64)
         config = TrainConfig(spec=self.spec, activation=self.activation, lr=self.lr,
                              batch_size=min(self.batch_size, len(X)), epochs=self.epochs,
                              iterations=self.iterations, seed=self.seed, dtype=self.dtype,
@@ -78,7 +74,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                 config.seed, config.dtype, config.init, config.loss)
         self.train_result_ = train(net, X, labels, config)
         self.network_ = net
-        self.image_shape_ = shape
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -96,12 +91,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ helpers
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "network_")
-        X, _ = self._images(X, reset=False)
+        X, _, _ = self._validate(X)
         out = [self.network_.forward(X[i : i + 1000]) for i in range(0, len(X), 1000)]
         return np.concatenate(out).astype(np.float64)
 
-    def _images(self, X, reset: bool, y=None) -> tuple[np.ndarray, tuple[int, int]]:
-        """Validate X (and y); return float images (n, s, s) and the image shape."""
+    def _validate(self, X, y=None, reset: bool = False):
+        """Validate X (and y, when fitting); return float images (n, H, W), y, (H, W)."""
         raw = X
         if hasattr(raw, "ndim") and raw.ndim == 3:  # (n, H, W): flatten, remember shape
             image_shape = tuple(int(d) for d in raw.shape[1:])
@@ -109,9 +104,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             image_shape = None
         uint8 = getattr(raw, "dtype", None) == np.uint8
-        if y is not None or reset:
-            X, self._y = validate_data(self, raw, y, reset=reset, dtype=np.float64,
-                                       y_numeric=False)
+        if reset:
+            X, y = validate_data(self, raw, y, reset=True, dtype=np.float64)
         else:
             X = validate_data(self, raw, reset=False, dtype=np.float64)
         if uint8:
@@ -121,11 +115,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             if image_shape is None:
                 s = math.isqrt(d - 1) + 1 if d > 1 else 1
                 image_shape = (s, s)
-            self._layout = image_shape
-        h, w = self._layout
+            self.image_shape_ = image_shape
+        h, w = self.image_shape_
         if X.shape[1] < h * w:  # features padded into the smallest square
             X = np.hstack([X, np.zeros((len(X), h * w - X.shape[1]))])
-        return X.reshape(len(X), h, w), (h, w)
+        return X.reshape(len(X), h, w), y, (h, w)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
