@@ -188,3 +188,22 @@ def test_predict_refuses_a_model_for_other_inputs(tmp_path, capsys):
     draw_seven().save(tmp_path / "s.png")
     assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "s.png")]) == 2
     assert "28x28" in capsys.readouterr().err
+
+
+def test_cli_lists_the_model_commands_and_never_shows_a_traceback(tmp_path, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("predict", "info", "import-matlab", "export-matlab", "plot"):
+        assert command in out
+    (tmp_path / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run([sys.executable, "-m", "convprop", "predict", str(tmp_path / "m.npz"),
+                           str(tmp_path / "junk.png")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1

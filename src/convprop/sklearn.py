@@ -120,8 +120,3 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         if X.shape[1] < h * w:  # features padded into the smallest square
             X = np.hstack([X, np.zeros((len(X), h * w - X.shape[1]))])
         return X.reshape(len(X), h, w), y, (h, w)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
