@@ -57,6 +57,7 @@ def register(sub) -> None:
     if "plot" not in COMMAND_MODULES:  # until the plot group is merged: a minimal one
         plot = sub.add_parser("plot", help="figures", description="Draw figures.")
         register_plot_features(plot.add_subparsers(dest="plot_command", metavar="FIGURE"))
+        plot.set_defaults(func=lambda args: plot.print_help() or 2)
 
 
 def register_plot_features(plot_sub) -> None:
