@@ -59,9 +59,10 @@ def test_every_parameter_is_stored_including_learnable_activation_ones(tmp_path,
 
     original = layers.Conv.__init__
 
-    def with_alpha(self, in_maps, out_maps, k, activation, dtype):
-        original(self, in_maps, out_maps, k, activation, dtype)
-        self.params["alpha"] = np.full(out_maps, 0.25, dtype=dtype)
+    def with_alpha(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        w = self.params["weight"]
+        self.params["alpha"] = np.full(w.shape[0], 0.25, dtype=w.dtype)
 
     monkeypatch.setattr(layers.Conv, "__init__", with_alpha)
     net = Network.from_spec("2c3-2s", seed=1, input_shape=(8, 8))
