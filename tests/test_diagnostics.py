@@ -55,7 +55,7 @@ def test_recorded_values_are_the_trace_means():
 
 
 def test_diagnostics_do_not_change_training():
-    """The diagnostics iteration uses trace() for its one forward/backward pass."""
+    """Diagnostics trace the batch separately: the run's numbers do not change."""
     ds = sample()
     x, y = ds.train_x[:500], ds.train_y[:500]
     results = []
@@ -72,14 +72,19 @@ def test_diagnostics_do_not_change_training():
 
 def test_plain_relu_keeps_dead_units_that_leaky_relu_revives():
     """Conv biases start at -0.5: almost every conv2 unit starts off for every image.
-    Under relu they get no gradient and stay dead (the network cannot learn); under
-    leaky-relu:0.05 they get 5% of the error and come back."""
-    relu = run("relu", 100, bias=-0.5, every=50)
-    leaky = run("leaky-relu:0.05", 100, bias=-0.5, every=50)
+    Under relu they get (almost) no gradient and stay dead (the network cannot learn);
+    under leaky-relu:0.05 they get 5% of the error and some come back.  Averaged over
+    iterations 25-100, as one batch's fraction is noisy."""
+    relu = run("relu", 100, bias=-0.5, every=25)
+    leaky = run("leaky-relu:0.05", 100, bias=-0.5, every=25)
     assert relu[1, "conv2", "dead"] > 0.95 and leaky[1, "conv2", "dead"] > 0.95
-    assert relu[100, "conv2", "dead"] > 0.95
-    assert leaky[100, "conv2", "dead"] < relu[100, "conv2", "dead"] - 0.1
-    assert leaky[100, "conv2", "grad"] > 10 * relu[100, "conv2", "grad"]
+
+    def mean(r, metric):
+        return np.mean([r[i, "conv2", metric] for i in (25, 50, 75, 100)])
+
+    assert mean(relu, "dead") > 0.97
+    assert mean(leaky, "dead") < mean(relu, "dead") - 0.05
+    assert mean(leaky, "grad") > 10 * mean(relu, "grad")
 
 
 def test_tanh_saturates_on_large_inputs():

@@ -6,9 +6,11 @@
 """
 
 from convprop.activations import get_activation
-from convprop.errors import ConvpropError
+from convprop.errors import ConvpropError, ModelError
+from convprop.model import load_model, save_model
 from convprop.network import Network, parse_spec
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvpropError", "Network", "get_activation", "parse_spec", "__version__"]
+__all__ = ["ConvpropError", "ModelError", "Network", "get_activation", "load_model",
+           "parse_spec", "save_model", "__version__"]

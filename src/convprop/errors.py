@@ -17,5 +17,9 @@ class SpecError(ConvpropError):
     """A bad architecture string, activation name or shape that does not fit."""
 
 
-class ModelFileError(ConvpropError):
-    """A model file that cannot be loaded (truncated, wrong version, arrays that do not fit)."""
+class ModelError(ConvpropError):
+    """A model file (or an image or .mat file given with it) that cannot be used: missing,
+    truncated, of another format version, or with arrays that do not fit the spec."""
+
+
+ModelFileError = ModelError  # the earlier name

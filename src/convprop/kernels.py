@@ -11,7 +11,11 @@ Conv2d); the toolbox's ``convn`` is a true convolution with the kernel rotated b
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
 from numpy.lib.stride_tricks import sliding_window_view
 
 
@@ -102,3 +106,299 @@ def max_pool_backward(delta: np.ndarray, idx: np.ndarray, s: int) -> np.ndarray:
     return blocks.reshape(n, c, ho, wo, s, s).transpose(0, 1, 2, 4, 3, 5).reshape(
         n, c, ho * s, wo * s
     )
+
+
+# =============================================================================== numba
+# The fast path.  Layout "maps-first, batch-last": (C, H, W, N), so that every inner
+# loop runs over contiguous memory (a row of W·N values, the batch innermost) and
+# vectorises.  A row is addressed flat: x3[c, i, j·N + n] with x3 = x.reshape(C, H, W·N),
+# so a k x k window's v-th column is the same row shifted by v·N.
+#
+# Determinism: every loop is sequential and its order fixed, so the same inputs give
+# the same bits run after run.  ``reassoc`` (which lets sums over the batch vectorise)
+# is enabled only in the backward kernel, which evaluates no transcendental function;
+# it fixes one summation order at compile time.  No ``nnan``/``ninf``: a NaN must
+# propagate, the trainer detects divergence from it.
+
+# Activation codes understood by the fused kernels (see ``layers.fused_code``).
+IDENTITY, SIGMOID, TANH, TANH_LINEAR, RELU, LEAKY_RELU = range(6)
+
+_FWD = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+_BWD = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
+_BLOCK = 512  # flat row elements accumulated at a time (keeps the block in L1)
+
+
+@intrinsic
+def _bits_as_float(typingctx, bits):
+    """int64 -> float64 / int32 -> float32 with the same bit pattern (a free bitcast)."""
+    ret = types.float64 if bits.bitwidth == 64 else types.float32
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+    return ret(bits), codegen
+
+
+_LOG2E_64 = 1.4426950408889634
+_LN2HI_64, _LN2LO_64 = 6.93147180369123816e-01, 1.90821492927058770e-10  # ln 2 = hi + lo
+_EXP_C64 = tuple(1.0 / math.factorial(i) for i in range(14))
+_LOG2E_32 = np.float32(1.4426950408889634)
+_LN2HI_32, _LN2LO_32 = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
+_EXP_C32 = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8))
+_HALF_32, _LIM_32 = np.float32(0.5), np.float32(87.0)
+
+
+def _exp(x):
+    """e^x, vectorisable (no libm call); overloaded for float32 and float64 below."""
+    return math.exp(x)
+
+
+@overload(_exp, jit_options={"fastmath": {"contract"}})
+def _exp_overload(x):
+    """Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a Taylor polynomial for e^r
+    (degree 13 in float64, 7 in float32: truncation below half an ulp), and 2^k built
+    from its exponent bits.  |x| is clamped (708 / 87), where e^x would overflow; NaN
+    passes through."""
+    if x == types.float32:
+        c = _EXP_C32
+
+        def impl(x):
+            y = min(max(x, -_LIM_32), _LIM_32)
+            k = np.floor(y * _LOG2E_32 + _HALF_32)
+            r = (y - k * _LN2HI_32) - k * _LN2LO_32
+            p = c[7]
+            p = p * r + c[6]
+            p = p * r + c[5]
+            p = p * r + c[4]
+            p = p * r + c[3]
+            p = p * r + c[2]
+            p = p * r + c[1]
+            p = p * r + c[0]
+            e = p * _bits_as_float(np.int32((np.int32(k) + 127) << 23))
+            return e if x == x else x
+
+        return impl
+    c = _EXP_C64
+
+    def impl(x):
+        y = min(max(x, -708.0), 708.0)
+        k = np.floor(y * _LOG2E_64 + 0.5)
+        r = (y - k * _LN2HI_64) - k * _LN2LO_64
+        p = c[13]
+        p = p * r + c[12]
+        p = p * r + c[11]
+        p = p * r + c[10]
+        p = p * r + c[9]
+        p = p * r + c[8]
+        p = p * r + c[7]
+        p = p * r + c[6]
+        p = p * r + c[5]
+        p = p * r + c[4]
+        p = p * r + c[3]
+        p = p * r + c[2]
+        p = p * r + c[1]
+        p = p * r + c[0]
+        e = p * _bits_as_float((np.int64(k) + np.int64(1023)) << np.int64(52))
+        return e if x == x else x
+
+    return impl
+
+
+@njit(**_FWD)
+def _correlate_block(x3, w, o, i, t0, acc, nb):
+    """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc):
+    a block of output row i of map o (nb = batch size; the 5x5 case unrolled)."""
+    n_in, k, m = w.shape[1], w.shape[2], acc.shape[0]
+    for c in range(n_in):
+        for u in range(k):
+            row = x3[c, i + u, t0:]
+            if k == 5:
+                w0, w1, w2, w3, w4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
+                    w[o, c, u, 3], w[o, c, u, 4]
+                r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+                for t in range(m):
+                    acc[t] += ((w0 * row[t] + w1 * r1[t]) + (w2 * r2[t] + w3 * r3[t])
+                               + w4 * r4[t])
+            else:
+                for v in range(k):
+                    wv, r = w[o, c, u, v], row[v * nb:]
+                    for t in range(m):
+                        acc[t] += wv * r[t]
+
+
+@njit(**_FWD)
+def _activate(code, param, one, z, a):
+    """a = f(z) elementwise for a built-in activation code."""
+    zero = one - one
+    two = one + one
+    if code == SIGMOID:
+        for t in range(z.shape[0]):
+            a[t] = one / (one + _exp(-z[t]))
+    elif code == TANH or code == TANH_LINEAR:
+        for t in range(z.shape[0]):
+            a[t] = one - two / (one + _exp(z[t] + z[t]))
+        if code == TANH_LINEAR:
+            for t in range(z.shape[0]):
+                a[t] += param * z[t]
+    elif code == RELU:
+        for t in range(z.shape[0]):
+            a[t] = z[t] if (z[t] > zero or z[t] != z[t]) else zero
+    elif code == LEAKY_RELU:
+        for t in range(z.shape[0]):
+            a[t] = z[t] if z[t] >= zero else param * z[t]
+    else:
+        a[:] = z
+
+
+@njit(**_FWD)
+def conv_forward(x, w, b, code, consts, s, z, a, p):
+    """Valid cross-correlation, activation and mean-pooling in one pass (CHWN layout).
+
+    x (C, H, W, N), w (O, C, k, k), b (O,); consts = [1, activation parameter, 1/s²]
+    in the arrays' dtype.  Writes, each only if the array is non-empty:
+    z = Σ_c x_c ⋆ w_oc + b_o and a = f(z), both (O, Ho, Wo, N), and
+    p = the s x s block means of a, (O, Ho/s, Wo/s, N)."""
+    n_out, k, nb = w.shape[0], w.shape[2], x.shape[3]
+    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    m = wo * nb
+    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
+    zr, ar = np.empty(m, x.dtype), np.empty(m, x.dtype)
+    keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
+    if pool:
+        p3 = p.reshape(n_out, ho // s, (wo // s) * nb)
+        p3[...] = 0
+    for o in range(n_out):
+        for i in range(ho):
+            zr[:] = b[o]
+            for t0 in range(0, m, _BLOCK):
+                _correlate_block(x3, w, o, i, t0, zr[t0:t0 + _BLOCK], nb)
+            _activate(code, consts[1], consts[0], zr, ar)
+            if keep_z:
+                z[o, i].reshape(m)[:] = zr
+            if keep_a:
+                a[o, i].reshape(m)[:] = ar
+            if pool:
+                prow, inv = p3[o, i // s], consts[2]
+                for j in range(wo):
+                    q, src = (j // s) * nb, j * nb
+                    for n in range(nb):
+                        prow[q + n] += ar[src + n] * inv
+
+
+@njit(**_BWD)
+def _derivative(code, param, one, z, a, d):
+    """d = f'(z) given z and a = f(z), for a built-in activation code."""
+    zero = one - one
+    if code == SIGMOID:
+        for t in range(d.shape[0]):
+            d[t] = a[t] * (one - a[t])
+    elif code == TANH:
+        for t in range(d.shape[0]):
+            d[t] = one - a[t] * a[t]
+    elif code == TANH_LINEAR:
+        for t in range(d.shape[0]):
+            th = a[t] - param * z[t]
+            d[t] = (one - th * th) + param
+    elif code == RELU:
+        for t in range(d.shape[0]):
+            d[t] = one if z[t] > zero else zero
+    elif code == LEAKY_RELU:
+        for t in range(d.shape[0]):
+            d[t] = one if z[t] > zero else param
+    else:
+        d[:] = one
+
+
+@njit(**_BWD)
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
+    """The backward pass of :func:`conv_forward` (CHWN layout).
+
+    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da).  Computes
+    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
+    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    n_out, n_in, k, nb = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
+    ho, wo = z.shape[1], z.shape[2]
+    m = wo * nb
+    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
+    z3, a3 = z.reshape(n_out, ho, m), a.reshape(n_out, ho, m)
+    dp3 = dp.reshape(n_out, ho // s, (wo // s) * nb)
+    delta = np.empty((n_out, ho, m), x.dtype)
+    one, param, inv = consts[0], consts[1], consts[2]
+    for o in range(n_out):
+        for i in range(ho):
+            drow, prow = delta[o, i], dp3[o, i // s]
+            _derivative(code, param, one, z3[o, i], a3[o, i], drow)
+            for j in range(wo):
+                q, dst = (j // s) * nb, j * nb
+                for n in range(nb):
+                    drow[dst + n] *= prow[q + n] * inv
+    # Sums over the batch run per output row (vectorised), then across rows: two short
+    # chains instead of one long one, so float32 keeps its accuracy.
+    for o in range(n_out):
+        total = one - one
+        for i in range(ho):
+            part = one - one
+            drow = delta[o, i]
+            for t in range(m):
+                part += drow[t]
+            total += part
+        db[o] = total
+        for c in range(n_in):
+            for u in range(k):
+                if k == 5:
+                    g0 = g1 = g2 = g3 = g4 = one - one
+                    for i in range(ho):
+                        drow, row = delta[o, i], x3[c, i + u]
+                        r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+                        h0 = h1 = h2 = h3 = h4 = one - one
+                        for t in range(m):
+                            d = drow[t]
+                            h0 += d * row[t]
+                            h1 += d * r1[t]
+                            h2 += d * r2[t]
+                            h3 += d * r3[t]
+                            h4 += d * r4[t]
+                        g0 += h0
+                        g1 += h1
+                        g2 += h2
+                        g3 += h3
+                        g4 += h4
+                    dw[o, c, u, 0], dw[o, c, u, 1], dw[o, c, u, 2] = g0, g1, g2
+                    dw[o, c, u, 3], dw[o, c, u, 4] = g3, g4
+                else:
+                    for v in range(k):
+                        g = one - one
+                        for i in range(ho):
+                            drow, r = delta[o, i], x3[c, i + u, v * nb:]
+                            h = one - one
+                            for t in range(m):
+                                h += drow[t] * r[t]
+                            g += h
+                        dw[o, c, u, v] = g
+    if dx.size == 0:
+        return
+    dx3 = dx.reshape(n_in, dx.shape[1], dx.shape[2] * nb)
+    dx3[...] = 0
+    for o in range(n_out):
+        for i in range(ho):
+            drow = delta[o, i]
+            for c in range(n_in):
+                for u in range(k):
+                    row = dx3[c, i + u]
+                    for v in range(k):
+                        wv, r = w[o, c, u, v], row[v * nb:]
+                        for t in range(m):
+                            r[t] += wv * drow[t]
+
+
+def mean_pool_chwn(a: np.ndarray, s: int) -> np.ndarray:
+    """Mean-pooling in the CHWN layout: (C, H, W, N) -> (C, H/s, W/s, N)."""
+    c, h, w, n = a.shape
+    return a.reshape(c, h // s, s, w // s, s, n).mean(axis=(2, 4))
+
+
+def mean_pool_backward_chwn(delta: np.ndarray, s: int) -> np.ndarray:
+    """Each pooled error spread over its s x s block, divided by s² (CHWN layout)."""
+    up = np.repeat(np.repeat(delta, s, axis=1), s, axis=2)
+    up *= 1.0 / (s * s)
+    return up

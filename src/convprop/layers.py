@@ -7,6 +7,12 @@ the two calls, so backward can be called twice with the same result.
 
 A convolution layer owns its activation, as in the toolbox (``a = sigm(conv + b)``);
 pooling layers have none.  Shapes are (N, C, H, W) throughout.
+
+The network itself runs the same layers through ``fast_forward`` / ``fast_backward``,
+which take and return the *CHWN* layout (C, H, W, N): the batch innermost, so the
+kernels' inner loops are contiguous (``kernels.py``).  ``forward`` / ``backward`` are
+these plus the two transpositions.  A convolution followed by mean-pooling runs as one
+fused step (convolution, activation and pooling in one pass, and back).
 """
 
 from __future__ import annotations
@@ -14,7 +20,49 @@ from __future__ import annotations
 import numpy as np
 
 from convprop import kernels
-from convprop.activations import Activation
+from convprop.activations import (
+    Activation,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    TanhLinear,
+)
+
+# Built-in activations the kernels evaluate themselves (f and f' fused into the loops).
+_FUSED = {
+    cls: (code, cls.__call__, cls.derivative)
+    for cls, code in [(Identity, kernels.IDENTITY), (Sigmoid, kernels.SIGMOID),
+                      (Tanh, kernels.TANH), (TanhLinear, kernels.TANH_LINEAR),
+                      (ReLU, kernels.RELU), (LeakyReLU, kernels.LEAKY_RELU)]
+}
+
+
+def fused_code(act: Activation) -> tuple[int, float] | None:
+    """(kernel code, parameter) for a built-in activation whose f and f' are the
+    original ones; None sends any other activation down the generic path
+    (``a = act(z)``, ``δ = da ∘ act.derivative(z, a)``)."""
+    entry = _FUSED.get(type(act))
+    if entry is None or getattr(act, "params", None):
+        return None
+    code, call, derivative = entry
+    if type(act).__call__ is not call or type(act).derivative is not derivative:
+        return None
+    return code, float(getattr(act, "k", getattr(act, "alpha", 0.0)))
+
+
+def to_chwn(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (C, H, W, N), contiguous."""
+    return np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+
+
+def to_nchw(x: np.ndarray) -> np.ndarray:
+    """(C, H, W, N) -> (N, C, H, W), contiguous."""
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+
+
+_EMPTY = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in ("float32", "float64")}
 
 
 class Conv:
@@ -30,12 +78,13 @@ class Conv:
                  dtype: np.dtype):
         self.in_maps, self.out_maps, self.k = in_maps, out_maps, k
         self.activation = activation
-        self.activation.map_axis = 1  # learnable activations: z is (N, C, H, W)
+        self.activation.map_axis = 0  # learnable activations: z is CHWN inside the layer
         self.params = {
             "weight": np.zeros((out_maps, in_maps, k, k), dtype=dtype),
             "bias": np.zeros(out_maps, dtype=dtype),
-            **activation.params,  # learnable activation parameters ("alpha", "k"), live
         }
+        # A learnable activation's parameters (each (out_maps,) or (1,)) are the layer's.
+        self.params.update(getattr(activation, "params", None) or {})
 
     def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         _, h, w = shape
@@ -43,34 +92,76 @@ class Conv:
 
     def forward(self, x):
         """x (N, in_maps, H, W) -> a (N, out_maps, H-k+1, W-k+1)."""
-        z, cols = kernels.conv2d_forward(x, self.params["weight"], self.params["bias"])
-        a = self.activation(z)
-        return a, (x.shape, cols, z, a)
+        a, cache = self.fast_forward(to_chwn(x))
+        return to_nchw(a), cache
 
     def backward(self, da, cache, need_dx: bool = True):
-        """From dL/da to the layer's error and gradients.
+        """dL/da (N, out_maps, Ho, Wo) -> (dL/dx, grads); see :meth:`fast_backward`."""
+        dx, grads = self.fast_backward(to_chwn(da), cache, need_dx)
+        return (to_nchw(dx) if dx is not None else None), grads
 
-        - Equation (11) (and (8) in general): δ^l = f'(z^l) ∘ dL/da^l, where dL/da^l is
-          the pooling layer's up-sampled error (or the output layer's W^T δ).
+    def fast_forward(self, x, pool: int = 1, keep: bool = True):
+        """x (in_maps, H, W, N) -> a = f(z), z_j = Σ_i x_i ⋆ w_ji + b_j, (out_maps, Ho, Wo,
+        N); with ``pool`` = s > 1 the s x s block means of a instead (the mean-pooling
+        layer that follows, fused).  ``keep=False`` (inference) returns no cache."""
+        w, b = self.params["weight"], self.params["bias"]
+        x = np.ascontiguousarray(x, dtype=w.dtype)
+        n_out, dt = self.out_maps, x.dtype
+        ho, wo, n = x.shape[1] - self.k + 1, x.shape[2] - self.k + 1, x.shape[3]
+        fused = fused_code(self.activation)
+        code, param = fused if fused is not None else (kernels.IDENTITY, 0.0)
+        consts = np.array([1.0, param, 1.0 / (pool * pool)], dtype=dt)
+        empty = _EMPTY[dt]
+        if fused is not None:
+            z = np.empty((n_out, ho, wo, n), dt) if keep else empty
+            a = np.empty((n_out, ho, wo, n), dt) if keep or pool == 1 else empty
+            p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty
+            kernels.conv_forward(x, w, b, code, consts, pool, z, a, p)
+        else:  # generic activation: the kernel gives z, the activation object f(z)
+            z = np.empty((n_out, ho, wo, n), dt)
+            kernels.conv_forward(x, w, b, code, consts, pool, empty, z, empty)
+            a = self.activation(z)
+            p = kernels.mean_pool_chwn(a, pool) if pool > 1 else empty
+        out = p if pool > 1 else a
+        return out, ((x, pool, z, a) if keep else None)
+
+    def fast_backward(self, dout, cache, need_dx: bool = True):
+        """From dL/d(out) (CHWN, pooled if the forward pooled) to the layer's error and
+        gradients.
+
+        - Equation (11): δ^l = f'(z^l) ∘ up(δ^{l+1}) / s², the pooling layer's error
+          spread over its s x s blocks (when fused), times f'(z) (and (8) in general).
         - Equation (13): ∂C/∂k_ij = a_i^{l-1} ⋆ δ_j, here a cross-correlation because the
           kernel is stored unrotated (the toolbox's ``convn(flipall(a), d, 'valid')``).
         - Equation (14): ∂C/∂b_j = Σ_{u,v} δ_j.
         - Equation (12): the error of the layer below, Σ_j δ_j *full* rot180(k_ij).
           Skipped with ``need_dx=False`` for the first layer, whose input is the image.
-        - Beyond the paper, a learnable activation's parameter p (``prelu``,
-          ``tanh-linear-learned``): ∂C/∂p = Σ dL/da ∘ ∂f/∂p.
-        The 1/batch of the toolbox is already in dL/da (the loss divides by N)."""
-        x_shape, cols, z, a = cache
-        delta = da * self.activation.derivative(z, a)
-        dx, dw, db = kernels.conv2d_backward(delta, cols, self.params["weight"], x_shape,
-                                             need_dx)
-        return dx, {"weight": dw, "bias": db, **self.activation.param_grads(z, a, da, 1)}
+        The 1/batch of the toolbox is already in dL/da (the loss divides by N).
+        A learnable activation adds ``act.param_grads(z, a, dL/da, map_axis=0)``."""
+        x, pool, z, a = cache
+        w = self.params["weight"]
+        dout = np.ascontiguousarray(dout, dtype=x.dtype)
+        dw, db = np.empty_like(w), np.empty_like(self.params["bias"])
+        dx = np.empty_like(x) if need_dx else _EMPTY[x.dtype]
+        fused = fused_code(self.activation)
+        extra = {}
+        if fused is not None:
+            consts = np.array([1.0, fused[1], 1.0 / (pool * pool)], dtype=x.dtype)
+            kernels.conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
+        else:
+            da = kernels.mean_pool_backward_chwn(dout, pool) if pool > 1 else dout
+            delta = np.ascontiguousarray(da * self.activation.derivative(z, a), dtype=x.dtype)
+            consts = np.array([1.0, 0.0, 1.0], dtype=x.dtype)
+            kernels.conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
+            if getattr(self.activation, "params", None):
+                extra = self.activation.param_grads(z, a, da, 0)
+        return (dx if need_dx else None), {"weight": dw, "bias": db, **extra}
 
     def slope(self, cache):
         """f'(z) of the forward pass, (N, out_maps, H', W'): what ``backward`` multiplies
         dL/da by (equation 11).  Used by ``Network.trace`` and the diagnostics."""
         _, _, z, a = cache
-        return self.activation.derivative(z, a)
+        return to_nchw(self.activation.derivative(z, a))
 
 
 class _Pool:
@@ -86,7 +177,8 @@ class _Pool:
 
 
 class MeanPool(_Pool):
-    """Mean-pooling over non-overlapping s x s blocks (the toolbox's down-sampling)."""
+    """Mean-pooling over non-overlapping s x s blocks (the toolbox's down-sampling).
+    After a convolution the network fuses it into the convolution's kernels."""
 
     def forward(self, a):
         """a (N, C, H, W) -> (N, C, H/s, W/s), each output the mean of its block."""
@@ -97,6 +189,14 @@ class MeanPool(_Pool):
         divided by s² (the toolbox's ``expand(d, [s s 1]) / s^2``).  The conv layer
         below multiplies by f'(z) itself."""
         return kernels.mean_pool_backward(delta, self.scale), {}
+
+    def fast_forward(self, a, keep: bool = True):
+        """:meth:`forward` in the CHWN layout."""
+        return kernels.mean_pool_chwn(a, self.scale), None
+
+    def fast_backward(self, delta, cache, need_dx: bool = True):
+        """:meth:`backward` (equation 11) in the CHWN layout."""
+        return kernels.mean_pool_backward_chwn(delta, self.scale), {}
 
 
 class MaxPool(_Pool):
@@ -112,12 +212,23 @@ class MaxPool(_Pool):
         that was its maximum (ties: the first in row-major order, as PyTorch)."""
         return kernels.max_pool_backward(delta, cache, self.scale), {}
 
+    def fast_forward(self, a, keep: bool = True):
+        """:meth:`forward` in the CHWN layout (through the same kernel, on a view)."""
+        out, idx = kernels.max_pool_forward(a.transpose(3, 0, 1, 2), self.scale)
+        return np.ascontiguousarray(out.transpose(1, 2, 3, 0)), (idx if keep else None)
+
+    def fast_backward(self, delta, cache, need_dx: bool = True):
+        """:meth:`backward` (equation 11) in the CHWN layout."""
+        dx = kernels.max_pool_backward(delta.transpose(3, 0, 1, 2), cache, self.scale)
+        return np.ascontiguousarray(dx.transpose(1, 2, 3, 0)), {}
+
 
 class Dense:
     """Fully connected output layer: o = f(W x + b), x the flattened feature maps.
 
     ``weight`` is (n_outputs, features) with features in (map, row, column) order
-    (PyTorch's ``flatten``); the toolbox's ``ffW`` orders each map column-major."""
+    (PyTorch's ``flatten``); the toolbox's ``ffW`` orders each map column-major.
+    In the CHWN layout the features of a batch are simply x.reshape(features, N)."""
 
     kind = "dense"
 
@@ -131,24 +242,35 @@ class Dense:
 
     def forward(self, x):
         """x (N, C, H, W) or (N, features) -> o (N, n_out)."""
-        fv = x.reshape(x.shape[0], -1)
-        z = fv @ self.params["weight"].T
-        z += self.params["bias"]
-        o = self.activation(z)
-        return o, (x.shape, fv, z, o)
+        o, cache = self.fast_forward(x.reshape(x.shape[0], -1).T)
+        return o.T, (x.shape, cache)
 
     def backward(self, do, cache, need_dx: bool = True):
+        """dL/do (N, n_out) -> (dL/dx shaped like x, grads); see :meth:`fast_backward`."""
+        x_shape, inner = cache
+        dx, grads = self.fast_backward(do.T, inner, need_dx)
+        return (dx.T.reshape(x_shape) if need_dx else None), grads
+
+    def fast_forward(self, x, keep: bool = True):
+        """x (C, H, W, N) or (features, N) -> o (n_out, N)."""
+        fv = x.reshape(-1, x.shape[-1])
+        z = self.params["weight"] @ fv
+        z += self.params["bias"][:, None]
+        o = self.activation(z)
+        return o, ((x.shape, fv, z, o) if keep else None)
+
+    def fast_backward(self, do, cache, need_dx: bool = True):
         """- Equation (4): δ^L = dL/do ∘ f'(z^L), dL/do = (o - y)/N from the loss (2).
         - Equation (9): ∂C/∂W = δ^L (fv)^T;  equation (10): ∂C/∂b = Σ_n δ^L.
         - Equation (8) without its f': W^T δ^L, reshaped back into the feature maps
           (the toolbox's ``fvd``); the layer below applies f' if it has one."""
         x_shape, fv, z, o = cache
         delta = do * self.activation.derivative(z, o)
-        grads = {"weight": delta.T @ fv, "bias": delta.sum(axis=0)}
-        dx = (delta @ self.params["weight"]).reshape(x_shape) if need_dx else None
+        grads = {"weight": delta @ fv.T, "bias": delta.sum(axis=1)}
+        dx = (self.params["weight"].T @ delta).reshape(x_shape) if need_dx else None
         return dx, grads
 
     def slope(self, cache):
         """f'(z^L) of the forward pass, (N, n_out): the factor of equation (4)."""
-        _, _, z, o = cache
-        return self.activation.derivative(z, o)
+        _, _, z, o = cache[1]
+        return self.activation.derivative(z, o).T

@@ -3,11 +3,17 @@
 An uncompressed NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
 ``allow_pickle=False`` so loading never executes code from the file:
 
-- ``__meta__``: a 0-d string array holding JSON: ``format`` ("convprop-model"),
+- ``__meta__``: a 0-d unicode array holding JSON: ``format`` ("convprop-model"),
   ``version`` (1), ``spec``, ``activation``, ``input_shape`` (C, H, W), ``n_outputs``,
   ``dtype``, ``loss``, ``params`` (parameter names in order), ``config`` (the training
   options) and ``summary`` (the training outcome), the last two possibly empty;
-- ``param/<name>``: each parameter, e.g. ``param/conv1.weight``.
+- ``param/<name>``: each entry of ``Network.params``, e.g. ``param/conv1.weight``
+  (an activation with learnable parameters adds its own, e.g. ``param/conv1.alpha``).
+
+The network is rebuilt as ``Network(spec, activation, input_shape, n_outputs, dtype,
+loss)`` and every parameter must then be present with exactly the shape and dtype that
+network has, finite, and nothing else may be in the archive.  Any fault is a one-line
+:class:`~convprop.errors.ModelError` naming the file.  Full description: docs/models.md.
 """
 
 from __future__ import annotations
@@ -20,17 +26,28 @@ from typing import Any
 
 import numpy as np
 
-from convprop.errors import ConvpropError, ModelFileError
+from convprop.errors import ConvpropError, ModelError
 from convprop.fileio import write_npz
 from convprop.network import Network
 
 FORMAT = "convprop-model"
 VERSION = 1
+META = "__meta__"
+PREFIX = "param/"
+_FIELDS = {"spec": str, "activation": str, "input_shape": list, "n_outputs": int,
+           "dtype": str, "params": list}
 
 
 def save_model(net: Network, path: str | os.PathLike, config: dict | None = None,
                summary: dict | None = None) -> None:
-    """Write ``net`` (and optionally its training config and summary) atomically."""
+    """Write ``net`` (and optionally its training config and summary) atomically.
+
+    ``config``/``summary`` default to ``net.config``/``net.summary`` when the network
+    came from :func:`load_model`, so load -> save keeps the training record."""
+    if config is None:
+        config = getattr(net, "config", None)
+    if summary is None:
+        summary = getattr(net, "summary", None)
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -41,51 +58,82 @@ def save_model(net: Network, path: str | os.PathLike, config: dict | None = None
         "dtype": net.dtype.name,
         "loss": net.loss.name,
         "params": list(net.params),
-        "config": config or {},
-        "summary": summary or {},
+        "config": _json_safe(config or {}),
+        "summary": _json_safe(summary or {}),
     }
-    arrays = {"__meta__": np.array(json.dumps(meta, default=_plain))}
-    arrays.update({f"param/{k}": v for k, v in net.params.items()})
+    arrays = {META: np.array(json.dumps(meta, allow_nan=False))}
+    arrays.update({PREFIX + k: np.asarray(v) for k, v in net.params.items()})
     write_npz(path, arrays)
 
 
 def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a model file, validated, without building the network."""
-    with _open(path) as archive:
+    with _Archive(path) as archive:
         return _meta(archive, path)
 
 
 def load_model(path: str | os.PathLike) -> Network:
     """Load a model file into a :class:`Network`; its ``config`` and ``summary`` are
-    attached as ``net.config`` / ``net.summary``.  Raises ModelFileError for a file
-    that is not a convprop model, truncated, of another version, or whose arrays
-    do not fit its spec."""
-    name = str(path)
-    with _open(path) as archive:
+    attached as ``net.config`` / ``net.summary``.  Raises ModelError for a file that is
+    missing, not a convprop model, truncated, of another format version, or whose arrays
+    do not fit its spec (missing, extra, wrong shape or dtype, non-finite)."""
+    with _Archive(path) as archive:
         meta = _meta(archive, path)
         try:
             net = Network(meta["spec"], meta["activation"], meta["input_shape"],
                           meta["n_outputs"], meta["dtype"], meta.get("loss", "mse"))
-        except ConvpropError as exc:
-            raise ModelFileError(f"{name}: {exc}") from None
-        if list(net.params) != list(meta["params"]):
-            raise ModelFileError(f"{name}: parameter list {meta['params']} does not fit spec "
-                                 f"{meta['spec']!r} (expected {list(net.params)})")
+        except (ConvpropError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: metadata does not describe a network "
+                             f"({_short(exc)})") from None
+        expected = list(net.params)
+        if list(meta["params"]) != expected:
+            raise ModelError(f"{path}: parameter list {meta['params']} does not fit spec "
+                             f"{meta['spec']!r} with activation {meta['activation']!r} "
+                             f"(expected {expected})")
+        stored = [f for f in archive.files if f != META]
+        extra = sorted(set(stored) - {PREFIX + k for k in expected})
+        if extra:
+            raise ModelError(f"{path}: unexpected array {extra[0]!r} (the spec's parameters "
+                             f"are {expected})")
         for key, target in net.params.items():
-            arr = _array(archive, f"param/{key}", path)
+            arr = _array(archive, PREFIX + key, path)
             if arr.shape != target.shape:
-                raise ModelFileError(f"{name}: parameter {key} has shape {arr.shape}, spec "
-                                     f"{meta['spec']!r} needs {target.shape}")
-            if not np.issubdtype(arr.dtype, np.floating):
-                raise ModelFileError(f"{name}: parameter {key} has dtype {arr.dtype}, "
-                                     f"expected floats")
+                raise ModelError(f"{path}: parameter {key} has shape {arr.shape}, spec "
+                                 f"{meta['spec']!r} needs {target.shape}")
+            if arr.dtype != target.dtype:
+                raise ModelError(f"{path}: parameter {key} has dtype {arr.dtype}, the "
+                                 f"model's dtype is {target.dtype}")
+            if not np.isfinite(arr).all():
+                raise ModelError(f"{path}: parameter {key} holds non-finite values "
+                                 f"(NaN or inf)")
             target[...] = arr
     net.config = meta.get("config") or {}
     net.summary = meta.get("summary") or {}
     return net
 
 
-class _open:
+def describe_model(net: Network) -> dict[str, Any]:
+    """Layers with parameter counts, and the paper's weight-sharing argument: a conv layer
+    from C maps of H x W to C' maps of H' x W' shares C·C'·k² kernel weights, where a fully
+    connected layer between the same maps would need C·H·W · C'·H'·W' weights."""
+    rows, shape = [], net.input_shape
+    for name, layer in zip(net.layer_names, net.layers):
+        out = layer.output_shape(shape) if layer.kind != "dense" else (layer.n_out,)
+        n_w = int(layer.params["weight"].size) if "weight" in layer.params else 0
+        fc = int(np.prod(shape)) * int(np.prod(out)) if layer.kind == "conv" else None
+        rows.append({"name": name, "kind": layer.kind, "input_shape": list(shape),
+                     "output_shape": list(out), "weights": n_w,
+                     "params": int(sum(p.size for p in layer.params.values())),
+                     "fully_connected_weights": fc})
+        shape = out
+    return {"spec": net.spec, "activation": net.activation.name,
+            "input_shape": list(net.input_shape), "n_outputs": net.n_outputs,
+            "dtype": net.dtype.name, "loss": net.loss.name, "layers": rows,
+            "total_params": net.n_params, "config": getattr(net, "config", {}),
+            "summary": getattr(net, "summary", {})}
+
+
+class _Archive:
     """np.load with allow_pickle=False, turning every failure into a one-line error."""
 
     def __init__(self, path: str | os.PathLike):
@@ -94,16 +142,16 @@ class _open:
     def __enter__(self):
         p = self.path
         if not p.exists():
-            raise ModelFileError(f"model file {str(p)!r} does not exist")
+            raise ModelError(f"model file {str(p)!r} does not exist")
         if p.is_dir():
-            raise ModelFileError(f"model file {str(p)!r} is a directory")
+            raise ModelError(f"model file {str(p)!r} is a directory")
         try:
             self.archive = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ModelFileError(f"{p}: not a convprop model file ({_short(exc)})") from None
+            raise ModelError(f"{p}: not a convprop model file ({_short(exc)})") from None
         if not isinstance(self.archive, np.lib.npyio.NpzFile):
-            raise ModelFileError(f"{p}: not a convprop model file (a bare .npy array, "
-                                 f"not an .npz archive)")
+            raise ModelError(f"{p}: not a convprop model file (a bare .npy array, not an "
+                             f".npz archive)")
         return self.archive
 
     def __exit__(self, *exc):
@@ -112,28 +160,37 @@ class _open:
 
 def _array(archive, key: str, path) -> np.ndarray:
     if key not in archive.files:
-        raise ModelFileError(f"{path}: missing array {key!r}")
+        raise ModelError(f"{path}: missing array {key!r}")
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: array {key!r} is unreadable ({_short(exc)})") from None
+        # a truncated or corrupted member: bad CRC, short read, pickled object array
+        raise ModelError(f"{path}: array {key!r} is unreadable ({_short(exc)})") from None
 
 
 def _meta(archive, path) -> dict[str, Any]:
-    raw = _array(archive, "__meta__", path)
+    if META not in archive.files:
+        raise ModelError(f"{path}: not a convprop model file (no {META!r} entry)")
+    raw = _array(archive, META, path)
     try:
         meta = json.loads(str(raw[()]))
     except (ValueError, TypeError, IndexError) as exc:
-        raise ModelFileError(f"{path}: metadata is not valid JSON ({_short(exc)})") from None
+        raise ModelError(f"{path}: metadata is not valid JSON ({_short(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a convprop model file (format "
-                             f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ModelError(f"{path}: not a convprop model file (format "
+                         f"{meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
-        raise ModelFileError(f"{path}: model format version {meta.get('version')!r} is not "
-                             f"supported (this convprop reads version {VERSION})")
-    for field in ("spec", "activation", "input_shape", "n_outputs", "dtype", "params"):
+        raise ModelError(f"{path}: model format version {meta.get('version')!r} is not "
+                         f"supported (this convprop reads version {VERSION})")
+    for field, kind in _FIELDS.items():
         if field not in meta:
-            raise ModelFileError(f"{path}: metadata lacks field {field!r}")
+            raise ModelError(f"{path}: metadata lacks field {field!r}")
+        if not isinstance(meta[field], kind) or isinstance(meta[field], bool):
+            raise ModelError(f"{path}: metadata field {field!r} should be a {kind.__name__}, "
+                             f"got {meta[field]!r}")
+    for field in ("config", "summary"):
+        if not isinstance(meta.get(field, {}), dict):
+            raise ModelError(f"{path}: metadata field {field!r} should be an object")
     return meta
 
 
@@ -141,9 +198,18 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _plain(obj: Any) -> Any:
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars/arrays as Python ones, non-finite floats as null."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+        return _json_safe(obj.item())
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)

@@ -25,7 +25,7 @@ import numpy as np
 
 from convprop.activations import Activation, get_activation
 from convprop.errors import ConvpropError, SpecError
-from convprop.layers import Conv, Dense, MaxPool, MeanPool
+from convprop.layers import Conv, Dense, MaxPool, MeanPool, to_chwn
 from convprop.losses import get_loss
 
 DEFAULT_SPEC = "6c5-2s-12c5-2s"
@@ -180,6 +180,14 @@ class Network:
         out_act = get_activation(self.loss.output_activation)
         self.layers.append(Dense(n_features, self.n_outputs, out_act, self.dtype))
         self.layer_names.append("out")
+        # Steps of the fast path: (first layer, mean-pool scale fused into a conv or 1).
+        self._steps: list[tuple[int, int]] = []
+        i = 0
+        while i < len(self.layers):
+            fuse = (self.layers[i].kind == "conv" and i + 1 < len(self.layers)
+                    and isinstance(self.layers[i + 1], MeanPool))
+            self._steps.append((i, self.layers[i + 1].scale if fuse else 1))
+            i += 2 if fuse else 1
         self.params = ParamDict({
             f"{lname}.{pname}": arr
             for lname, layer in zip(self.layer_names, self.layers)
@@ -253,26 +261,35 @@ class Network:
     # ---------------------------------------------------------- computation
     def forward(self, x: Any) -> np.ndarray:
         """Outputs o (N, n_outputs) for inputs x (N, H, W) or (N, C, H, W)."""
-        a = self._inputs(x)
-        for layer in self.layers:
-            a, _ = layer.forward(a)
-        return a
+        o, _ = self._run(to_chwn(self._inputs(x)), keep=False)
+        return np.ascontiguousarray(o.T)
 
-    def forward_with_caches(self, x: Any) -> tuple[np.ndarray, list[Any]]:
-        a = self._inputs(x)
-        caches = []
-        for layer in self.layers:
-            a, cache = layer.forward(a)
-            caches.append(cache)
+    def _run(self, a: np.ndarray, keep: bool) -> tuple[np.ndarray, list[Any]]:
+        """The layers in the CHWN layout (a convolution and the mean-pooling after it as
+        one fused step); outputs (n_outputs, N) and one cache per layer (None for a
+        pooling layer fused into its convolution)."""
+        caches: list[Any] = [None] * len(self.layers)
+        for i, pool in self._steps:
+            layer = self.layers[i]
+            if pool > 1:
+                a, caches[i] = layer.fast_forward(a, pool=pool, keep=keep)
+            else:
+                a, caches[i] = layer.fast_forward(a, keep=keep)
         return a, caches
 
+    def forward_with_caches(self, x: Any) -> tuple[np.ndarray, list[Any]]:
+        """Outputs o (N, n_outputs) and the caches :meth:`backward` needs."""
+        o, caches = self._run(to_chwn(self._inputs(x)), keep=True)
+        return o.T, caches
+
     def backward(self, dout: np.ndarray, caches: list[Any]) -> dict[str, np.ndarray]:
-        """Back-propagate dL/do through every layer, last to first; return all gradients
-        (keys and order as ``params``).  The first layer skips its input error."""
+        """Back-propagate dL/do (N, n_outputs) through every layer, last to first; return
+        all gradients (keys and order as ``params``).  The first layer skips its input
+        error."""
         grads: dict[str, np.ndarray] = {}
-        d = dout
-        for i in range(len(self.layers) - 1, -1, -1):
-            d, g = self.layers[i].backward(d, caches[i], need_dx=i > 0)
+        d = np.asarray(dout).T
+        for i, _ in reversed(self._steps):
+            d, g = self.layers[i].fast_backward(d, caches[i], need_dx=i > 0)
             for pname, arr in g.items():
                 grads[f"{self.layer_names[i]}.{pname}"] = arr
         return {name: grads[name] for name in self.params}

@@ -202,12 +202,11 @@ class Trainer:
         x, y = self.batch(self.next_batch())
         every = self.config.diagnostics
         if every and (self.iteration == 0 or (self.iteration + 1) % every == 0):
-            # the same forward/backward pass, keeping what each layer saw
+            # A separate traced pass on the same batch: the update below still comes from
+            # the fast path, so a run's numbers are the same with or without diagnostics.
             tr = self.net.trace(x, y)
-            loss, grads = tr.loss, tr.grads
             self.diagnostics += diagnostics.record(self.net, tr, self.iteration + 1)
-        else:
-            loss, grads = self.net.loss_and_grads(x, y)
+        loss, grads = self.net.loss_and_grads(x, y)
         self.iteration += 1
         self.losses.append(loss)
         if not math.isfinite(loss):

@@ -15,6 +15,11 @@ def register(sub) -> None:
 
     if "plot" in COMMAND_MODULES:
         return  # cli/plot.py registers us
+    existing = sub.choices.get("plot")  # another module's interim plot group
+    if existing is not None:
+        action = next(a for a in existing._actions if isinstance(a, argparse._SubParsersAction))
+        register_plot_diagnostics(action)
+        return
     p = sub.add_parser("plot", help="draw figures from stored results",
                        description="Draw figures from stored results.")
     plot_sub = p.add_subparsers(dest="plot_command", metavar="FIGURE",

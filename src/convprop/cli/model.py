@@ -1,0 +1,186 @@
+"""``convprop predict``, ``info``, ``import-matlab``, ``export-matlab`` and
+``plot features``: using a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from convprop.cli.common import info
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="predict the digit in image files (PNG, JPEG, BMP)",
+        description="Convert each image the way MNIST was made (grey, light digit on dark, "
+                    "fitted into 20x20, centred by its centre of mass in 28x28) and print "
+                    "the predicted digit and the network's ten output scores. A 28x28 "
+                    "MNIST-like image is used as it is.")
+    p.add_argument("model", metavar="MODEL", help="a model.npz")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--always-preprocess", action="store_true",
+                   help="convert 28x28 MNIST-like images too instead of using them as they are")
+    p.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser(
+        "info", help="architecture, parameter counts and training summary of a model",
+        description="Print the layers, each layer's parameter count next to what a fully "
+                    "connected layer between the same maps would need (the paper's "
+                    "weight-sharing argument), and the training summary in the file.")
+    i.add_argument("model", metavar="MODEL", help="a model.npz")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser(
+        "import-matlab", help="convert a DeepLearnToolbox network (.mat) into a model file",
+        description="Read save('net.mat', 'cnn') of the struct DeepLearnToolbox's cnnsetup/"
+                    "cnntrain build (-v7 or -v6 file) and write a convprop model.")
+    m.add_argument("mat", metavar="NET.mat")
+    m.add_argument("-o", "--output", metavar="MODEL", required=True, help="model file to write")
+    m.add_argument("--variable", default=None,
+                   help="the struct's variable name (default: 'cnn', or the only network)")
+    m.set_defaults(func=cmd_import)
+
+    e = sub.add_parser(
+        "export-matlab", help="write a model as a DeepLearnToolbox struct (.mat)",
+        description="Write the model as the struct 'cnn' that DeepLearnToolbox's cnnff runs "
+                    "(sigmoid conv layers and mean-pooling only).")
+    e.add_argument("model", metavar="MODEL")
+    e.add_argument("-o", "--output", metavar="NET.mat", required=True)
+    e.add_argument("--mat-version", choices=("7", "6"), default="7",
+                   help="MAT-file version: 7 (compressed, default) or 6")
+    e.set_defaults(func=cmd_export)
+
+    from convprop.cli import COMMAND_MODULES
+
+    if "plot" not in COMMAND_MODULES:  # until the plot group is merged: a minimal one
+        plot = sub.add_parser("plot", help="figures", description="Draw figures.")
+        register_plot_features(plot.add_subparsers(dest="plot_command", metavar="FIGURE"))
+        plot.set_defaults(func=lambda args: plot.print_help() or 2)
+
+
+def register_plot_features(plot_sub) -> None:
+    f = plot_sub.add_parser(
+        "features", help="kernels, feature maps and back-propagated errors for one image",
+        description="One PNG with the learned kernels, every layer's feature maps for IMAGE, "
+                    "and the error maps delta that back-propagation sends to each layer for "
+                    "the image's label (equations 11 and 12).")
+    f.add_argument("model", metavar="MODEL")
+    f.add_argument("image", metavar="IMAGE", help="an image file (converted as for predict)")
+    f.add_argument("-o", "--output", metavar="PNG", default="features.png",
+                   help="figure to write (default features.png)")
+    f.add_argument("--label", type=int, default=None,
+                   help="the image's true digit (default: the predicted one)")
+    f.add_argument("--always-preprocess", action="store_true",
+                   help="convert 28x28 MNIST-like images too")
+    f.set_defaults(func=cmd_plot_features)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from convprop.images import load_digit, scores
+    from convprop.model import load_model
+
+    net = _load_for_images(args.model, load_model)
+    digits = np.stack([load_digit(p, args.always_preprocess) for p in args.images])
+    out = scores(net, digits)
+    results = [{"image": path, "digit": int(o.argmax()), "scores": [float(v) for v in o]}
+               for path, o in zip(args.images, out)]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['image']}: {r['digit']}   scores " +
+              " ".join(f"{d}:{v:.3f}" for d, v in enumerate(r["scores"])))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from convprop.model import describe_model, load_model
+
+    net = load_model(args.model)
+    report = describe_model(net)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"model: {args.model}")
+    print(f"spec: {net.spec}   activation: {net.activation.name}   input: "
+          f"{'x'.join(map(str, net.input_shape))}   outputs: {net.n_outputs}   "
+          f"dtype: {net.dtype.name}   loss: {net.loss.name}")
+    print(f"{'layer':<8}{'kind':<7}{'output':<12}{'params':>10}{'fully connected':>18}")
+    for row in report["layers"]:
+        fc = "" if row["fully_connected_weights"] is None else f"{row['fully_connected_weights']:,}"
+        print(f"{row['name']:<8}{row['kind']:<7}{'x'.join(map(str, row['output_shape'])):<12}"
+              f"{row['params']:>10,}{fc:>18}")
+    print(f"total parameters: {report['total_params']:,}")
+    for row in report["layers"]:
+        if row["fully_connected_weights"]:
+            print(f"  {row['name']}: {row['weights']:,} shared kernel weights; a fully connected "
+                  f"layer between the same maps needs {row['fully_connected_weights']:,} "
+                  f"({row['fully_connected_weights'] / row['weights']:,.0f}x)")
+    s, c = net.summary, net.config
+    if c:
+        keys = ("lr", "batch_size", "epochs", "iterations", "seed", "data", "imported_from")
+        print("training config: " + ", ".join(f"{k}={c[k]}" for k in keys
+                                               if c.get(k) is not None))
+    if s:
+        parts = [f"{k}={_num(s[k])}" for k in ("status", "iterations", "final_rL", "seconds")
+                 if s.get(k) is not None]
+        if s.get("test_error") is not None:
+            n = (s.get("data") or {}).get("n_test")
+            parts.append(f"test_error={100 * s['test_error']:.2f}%"
+                         + (f" ({n} test images)" if n else ""))
+        print("training summary: " + ", ".join(parts))
+    if not s and not c:
+        print("training summary: none stored")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from convprop.matlab import import_matlab
+    from convprop.model import save_model
+
+    net = import_matlab(args.mat, args.variable)
+    save_model(net, args.output)
+    print(f"imported {net.spec} ({net.n_params:,} parameters) from {args.mat} -> {args.output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from convprop.matlab import export_matlab
+    from convprop.model import load_model
+
+    net = load_model(args.model)
+    export_matlab(net, args.output, version=args.mat_version)
+    print(f"exported {net.spec} as struct 'cnn' (-v{args.mat_version}) -> {args.output}")
+    return 0
+
+
+def cmd_plot_features(args: argparse.Namespace) -> int:
+    from convprop.features import feature_data, plot_features
+    from convprop.images import load_digit
+    from convprop.model import load_model
+
+    net = _load_for_images(args.model, load_model)
+    digit = load_digit(args.image, args.always_preprocess)
+    data = feature_data(net, digit, args.label)
+    plot_features(data, args.output, title=f"{args.image}")
+    info(f"label {data.label}, predicted {data.predicted}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _load_for_images(path: str, load_model):
+    from convprop.errors import ModelError
+
+    net = load_model(path)
+    if net.input_shape != (1, 28, 28):
+        raise ModelError(f"{path}: images need a model for 28x28 grey inputs, this one takes "
+                         f"{'x'.join(map(str, net.input_shape))}")
+    return net
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,122 @@
+"""A scikit-learn classifier around convprop's network: ``CNNClassifier``.
+
+Needs the optional extra ``pip install 'convprop[sklearn]'`` (scikit-learn).
+
+>>> from convprop.sklearn import CNNClassifier                      # doctest: +SKIP
+>>> clf = CNNClassifier(epochs=1).fit(X_train, y_train)            # doctest: +SKIP
+>>> clf.score(X_test, y_test)                                       # doctest: +SKIP
+
+The options are those of ``convprop train`` (``spec``, ``activation``, ``lr``,
+``batch_size``, ``epochs`` or ``iterations``, ``seed``, ``dtype``, and ``loss``,
+``optimizer``, ``init``).  X is (n, H, W) images or (n, features) rows: a row of
+H·W = s² features is an s x s image (784 -> 28 x 28, row-major as MNIST); any other
+feature count is zero-padded into the smallest square, so the estimator also runs on
+tabular data (the conv layers then see the features laid out in a grid).  uint8 X is
+scaled by 1/255 like the MNIST loader; other X is used as given (MNIST-like data should
+be in [0, 1]).  Labels may be any values (``classes_``); the network has one output
+per class.  A batch larger than the training set shrinks to the training set.
+``predict_proba`` is the network's outputs normalised to sum to 1 per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("convprop.sklearn needs scikit-learn: pip install "
+                      "'convprop[sklearn]'") from exc
+
+from convprop.network import DEFAULT_SPEC, Network
+from convprop.train import TrainConfig, train
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """The paper's CNN as a scikit-learn classifier (fit, predict, predict_proba, score).
+
+    Parameters are the options of ``convprop train``; see the module docstring for how
+    X is read.  Fitted attributes: ``classes_``, ``n_features_in_``, ``image_shape_``
+    (H, W), ``network_`` (the trained :class:`~convprop.Network`) and ``train_result_``."""
+
+    def __init__(self, spec: str = DEFAULT_SPEC, activation: str = "sigmoid", lr: float = 1.0,
+                 batch_size: int = 50, epochs: int | None = None,
+                 iterations: int | None = None, seed: int = 0, dtype: str = "float32",
+                 loss: str = "mse", optimizer: str = "sgd", init: str = "dlt"):
+        self.spec = spec
+        self.activation = activation
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.iterations = iterations
+        self.seed = seed
+        self.dtype = dtype
+        self.loss = loss
+        self.optimizer = optimizer
+        self.init = init
+
+    def fit(self, X, y):
+        """Train a fresh network (seeded by ``seed``) on X and y; returns self."""
+        X, y, shape = self._validate(X, y, reset=True)
+        check_classification_targets(y)
+        self.classes_, labels = np.unique(y, return_inverse=True)  # any labels -> 0..K-1
+        labels = labels.astype(np.int64)
+        config = TrainConfig(spec=self.spec, activation=self.activation, lr=self.lr,
+                             batch_size=min(self.batch_size, len(X)), epochs=self.epochs,
+                             iterations=self.iterations, seed=self.seed, dtype=self.dtype,
+                             loss=self.loss, optimizer=self.optimizer, init=self.init)
+        config.validate()
+        net = Network.from_spec(config.spec, config.activation, shape, len(self.classes_),
+                                config.seed, config.dtype, config.init, config.loss)
+        self.train_result_ = train(net, X, labels, config)
+        self.network_ = net
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Network outputs, each row normalised to sum to 1 (columns follow ``classes_``)."""
+        out = self._outputs(X)
+        out = out - np.minimum(out.min(axis=1, keepdims=True), 0)  # outputs of any loss
+        total = out.sum(axis=1, keepdims=True)
+        return np.where(total > 0, out / np.where(total > 0, total, 1), 1 / out.shape[1])
+
+    def predict(self, X) -> np.ndarray:
+        """The class with the largest network output, for each row of X."""
+        best = self._outputs(X).argmax(axis=1)
+        return self.classes_[best]
+
+    # ------------------------------------------------------------------ helpers
+    def _outputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "network_")
+        X, _, _ = self._validate(X)
+        out = [self.network_.forward(X[i : i + 1000]) for i in range(0, len(X), 1000)]
+        return np.concatenate(out).astype(np.float64)
+
+    def _validate(self, X, y=None, reset: bool = False):
+        """Validate X (and y, when fitting); return float images (n, H, W), y, (H, W)."""
+        raw = X
+        if hasattr(raw, "ndim") and raw.ndim == 3:  # (n, H, W): flatten, remember shape
+            image_shape = tuple(int(d) for d in raw.shape[1:])
+            raw = np.asarray(raw).reshape(len(raw), -1)
+        else:
+            image_shape = None
+        uint8 = getattr(raw, "dtype", None) == np.uint8
+        if reset:
+            X, y = validate_data(self, raw, y, reset=True, dtype=np.float64)
+        else:
+            X = validate_data(self, raw, reset=False, dtype=np.float64)
+        if uint8:
+            X = X * (1.0 / 255)
+        if reset:
+            d = X.shape[1]
+            if image_shape is None:
+                s = math.isqrt(d - 1) + 1 if d > 1 else 1
+                image_shape = (s, s)
+            self.image_shape_ = image_shape
+        h, w = self.image_shape_
+        if X.shape[1] < h * w:  # features padded into the smallest square
+            X = np.hstack([X, np.zeros((len(X), h * w - X.shape[1]))])
+        return X.reshape(len(X), h, w), y, (h, w)
