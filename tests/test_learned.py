@@ -188,3 +188,21 @@ def test_classes_expose_their_flags():
     assert TanhLinearLearned().saturating
     act = TanhLinearLearned("map", 0.2).for_layer(2, np.dtype("float64"))
     assert act.max_slope == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", LEARNED)
+def test_zero_and_large_z_are_finite_and_documented(name, dtype):
+    """f'(0) is the left derivative α for prelu, 1 + k for tanh-linear-learned; at
+    z = ±1000 everything is finite and silent."""
+    act = get_activation(name).for_layer(2, np.dtype(dtype))
+    z = np.array([[0.0, 0.0], [-1000.0, 1000.0]], dtype=dtype)[..., None]  # (2, maps, 1)
+    with np.errstate(all="raise"):
+        a = act(z)
+        d = act.derivative(z, a)
+        g = act.param_grads(z, a, np.ones_like(z), 1)
+    p = act.init
+    zero_slope = p if name.startswith("prelu") else 1 + p
+    np.testing.assert_allclose(d[0, :, 0], zero_slope, rtol=1e-6)
+    assert np.isfinite(a).all() and np.isfinite(d).all()
+    assert all(np.isfinite(v).all() for v in g.values())
