@@ -19,3 +19,7 @@ class SpecError(ConvpropError):
 
 class ModelFileError(ConvpropError):
     """A model file that cannot be loaded (truncated, wrong version, arrays that do not fit)."""
+
+
+class CheckpointError(ConvpropError):
+    """A checkpoint that cannot be resumed (missing, corrupt, or of another run or data set)."""

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/train",
                    help="output folder (default: runs/train)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=cmd_train)
+    add_checkpoint_options(p)
+    p.set_defaults(func=cmd_train, train_parser=p)
 
     e = sub.add_parser("evaluate", help="test error and confusion matrix of a saved model",
                        description="Evaluate MODEL on the test set of --data.")
@@ -56,6 +57,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="floating-point precision (default float32)")
 
 
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="write DIR/checkpoint.npz every N iterations (Ctrl-C always writes "
+                        "one); removed once the run finishes")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the unfinished run in DIR from its checkpoint, with the "
+                        "options stored there (bit-for-bit the result of an uninterrupted run)")
+
+
 def config_from_args(args: argparse.Namespace):
     from convprop.train import TrainConfig
 
@@ -66,22 +76,58 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convprop.train import run_training
+    from convprop.checkpoint import StopOnSignal
+    from convprop.train import resume_training, run_training
 
-    config = config_from_args(args)
-    summary = run_training(config, args.out, progress=not args.no_progress, log=info)
+    if args.resume is not None:
+        _refuse_options_that_conflict_with_resume(args)
+        out = args.resume
+    else:
+        config = config_from_args(args)
+        out = args.out
+    with StopOnSignal() as stop:
+        if args.resume is not None:
+            summary = resume_training(out, progress=not args.no_progress, log=info,
+                                      checkpoint_every=args.checkpoint_every,
+                                      should_stop=stop)
+        else:
+            summary = run_training(config, out, progress=not args.no_progress, log=info,
+                                   checkpoint_every=args.checkpoint_every, should_stop=stop)
     rl = summary["final_rL"]
     print(f"iterations: {summary['iterations']}   final rL: "
           f"{'n/a' if rl is None else f'{rl:.4f}'}   time: {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.0f} images/s)")
-    if summary["status"] == "diverged":
-        print(f"diverged: {summary['message']}")
-        print(f"results written to {args.out}")
-        return 1
+    status = summary["status"]
+    if status in ("diverged", "interrupted"):
+        print(f"{status}: {summary['message']}")
+        print(f"results written to {out}")
+        return stop.exit_code if status == "interrupted" else 1
+    if status == "stalled":
+        print(f"stalled: {summary['message']}")
     print(f"test error: {100 * summary['test_error']:.2f}% "
           f"({summary['data']['n_test']} test images)")
-    print(f"results written to {args.out}")
-    return 0
+    print(f"results written to {out}")
+    return stop.exit_code if stop() else 0
+
+
+def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
+    """--resume continues with the stored options: a training option given on the command
+    line (differing from its default) that differs from the stored one is refused."""
+    from convprop.checkpoint import load_checkpoint
+    from convprop.errors import ConvpropError
+
+    stored = load_checkpoint(args.resume).config().to_dict()
+    defaults = args.train_parser.parse_args([])
+    if args.out != defaults.out:
+        raise ConvpropError(f"--resume writes into the run folder {args.resume}; do not give "
+                            f"--out {args.out}")
+    given, default = config_from_args(args).to_dict(), config_from_args(defaults).to_dict()
+    for key, value in given.items():
+        if value != default[key] and value != stored[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConvpropError(f"--resume continues {args.resume} with its stored options: "
+                                f"{flag} {value} conflicts with the stored {stored[key]} "
+                                f"(start a new run with --out to change it)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
