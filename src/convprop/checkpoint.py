@@ -189,7 +189,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                                   f"one with --checkpoint-every N or when interrupted, and "
                                   f"removes it once finished)")
     if not p.exists():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+        what = "checkpoint" if p.suffix == ".npz" else "run folder"
+        raise CheckpointError(f"{what} {str(p)!r} does not exist: no {FILENAME} to resume from")
     try:
         archive = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -21,8 +21,11 @@ import numpy as np
 from convprop.errors import ConvpropError
 
 
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create the output folder (and parents); a clear error if that cannot be done."""
+def ensure_dir(path: str | os.PathLike, files: Sequence[str] = ()) -> Path:
+    """Create the output folder (and parents) and check, by creating a file there, that it
+    can be written (``os.access`` says yes to root even on a read-only mount); ``files``
+    are result names that must not be folders.  A clear error if any of that fails,
+    before any work is done."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConvpropError(f"output directory {str(p)!r} exists and is not a directory")
@@ -31,8 +34,16 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise ConvpropError(f"cannot create output directory {str(p)!r}: "
                             f"{exc.strerror or exc}") from None
-    if not os.access(p, os.W_OK):
-        raise ConvpropError(f"output directory {str(p)!r} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".convprop-probe.")
+    except OSError as exc:
+        raise ConvpropError(f"output directory {str(p)!r} is not writable: "
+                            f"{exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    for name in files:
+        if (p / name).is_dir():
+            raise ConvpropError(f"cannot write {str(p / name)!r}: it is a directory")
     return p
 
 

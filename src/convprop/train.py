@@ -27,6 +27,7 @@ from convprop.losses import get_loss
 from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
 from convprop.optim import check_learning_rate, get_optimizer
 
+RESULT_FILES = ("metrics.csv", "summary.json", "model.npz", "checkpoint.npz")
 STATUSES = ("completed", "diverged", "stalled", "interrupted")
 
 
@@ -195,19 +196,27 @@ class Trainer:
 
     def step(self) -> float:
         """One iteration: forward, back-propagate, update.  Returns the batch loss; a
-        non-finite loss sets status ``diverged`` and leaves the parameters untouched."""
+        non-finite loss, or an overflow on the way to it (which the output sigmoid could
+        hide: sigmoid(inf) = 1), sets status ``diverged`` (loss recorded as nan) and
+        leaves the parameters untouched."""
         x, y = self.batch(self.next_batch())
-        loss, grads = self.net.loss_and_grads(x, y)
         self.iteration += 1
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                loss, grads = self.net.loss_and_grads(x, y)
+            what = f"loss became {loss}"
+        except FloatingPointError as exc:
+            loss, what = math.nan, f"the forward/backward pass overflowed ({exc})"
         self.losses.append(loss)
         if not math.isfinite(loss):
             self.rl.append(loss)
             self.status = "diverged"
-            self.message = (f"loss became {loss} at iteration {self.iteration}: the run "
+            self.message = (f"{what} at iteration {self.iteration}: the run "
                             f"diverged (try a smaller learning rate)")
             return loss
         self.rl.append(loss if not self.rl else 0.99 * self.rl[-1] + 0.01 * loss)
-        self.optimizer.step(self.net.params, grads)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            self.optimizer.step(self.net.params, grads)
         bad = [k for k, v in self.net.params.items() if not np.isfinite(v).all()]
         if bad:
             self.status = "diverged"
@@ -330,15 +339,17 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     from convprop.data import load_data
 
     config.validate()
-    out = ensure_dir(out_dir) if out_dir is not None else None
+    if checkpoint_every is not None:
+        _positive_int("checkpoint interval", checkpoint_every)
+    out = ensure_dir(out_dir, RESULT_FILES) if out_dir is not None else None
     data = dataset if dataset is not None else load_data(config.data)
     net = Network.from_spec(config.spec, activation=config.activation,
                             input_shape=data.train_x.shape[1:], n_outputs=10,
                             seed=config.seed, dtype=config.dtype, init=config.init,
                             loss=config.loss)
+    trainer = Trainer(net, data.train_x, data.train_y, config)  # checks batch size vs data
     if log:
         log(f"data: {data.description}")
-    trainer = Trainer(net, data.train_x, data.train_y, config)
     return _run_job(trainer, data, out, progress, log, checkpoint_every, should_stop)
 
 
@@ -354,9 +365,9 @@ def resume_training(run_dir: str | os.PathLike, dataset: Any = None, progress: b
     from convprop.checkpoint import load_checkpoint
     from convprop.data import load_data
 
-    out = ensure_dir(run_dir)
-    ckpt = load_checkpoint(out)
+    ckpt = load_checkpoint(run_dir)
     config = ckpt.config()
+    out = ensure_dir(run_dir, RESULT_FILES)
     data = dataset if dataset is not None else load_data(ckpt.data_source)
     net = Network(config.spec, config.activation, data.train_x.shape[1:], 10, config.dtype,
                   config.loss)

@@ -132,11 +132,19 @@ def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convprop.data import load_data
+    from convprop.errors import ConvpropError
     from convprop.model import load_model
     from convprop.train import confusion_matrix, predict
 
     net = load_model(args.model)
     data = load_data(args.data)
+    want = net.input_shape[1:] if net.input_shape[0] == 1 else net.input_shape
+    if tuple(data.test_x.shape[1:]) != tuple(want):
+        raise ConvpropError(f"{args.model}: the model takes {'x'.join(map(str, want))} images, "
+                            f"the test set has {'x'.join(map(str, data.test_x.shape[1:]))}")
+    if data.test_y.max(initial=0) >= net.n_outputs:
+        raise ConvpropError(f"{args.model}: the model has {net.n_outputs} outputs, the test "
+                            f"set has label {int(data.test_y.max())}")
     info(f"data: {data.description}")
     pred = predict(net, data.test_x)
     err = float(np.mean(pred != data.test_y))
