@@ -28,7 +28,7 @@ from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
 from convprop.optim import check_learning_rate, get_optimizer
 
 RESULT_FILES = ("metrics.csv", "summary.json", "model.npz", "checkpoint.npz")
-STATUSES = ("completed", "diverged", "stalled", "interrupted")
+STATUSES = ("completed", "diverged", "stalled")  # a finished run's; unfinished: "interrupted"
 
 
 @dataclass
@@ -50,6 +50,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check each value; raise ConvpropError naming the first bad one."""
+        _check_types(self)
         check_learning_rate(self.lr)
         _positive_int("batch size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
@@ -85,6 +86,24 @@ class TrainConfig:
         if unknown:
             raise ConvpropError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+def _check_types(config: TrainConfig) -> None:
+    """Names must be strings (a config read from JSON can hold anything), the data source a
+    string or None, the learning rate a number and not a bool."""
+    from convprop.activations import Activation
+
+    for name in ("spec", "activation", "dtype", "loss", "optimizer", "init"):
+        value = getattr(config, name)
+        if not isinstance(value, str) and not (name == "activation"
+                                               and isinstance(value, Activation)) \
+                and not (name == "dtype" and any(value is t for t in (np.float32, np.float64))):
+            raise ConvpropError(f"{name} must be a string, got {value!r}")
+    if config.data is not None and not isinstance(config.data, (str, os.PathLike)):
+        raise ConvpropError(f"data must be 'sample', 'mnist' or a directory, got "
+                            f"{config.data!r}")
+    if isinstance(config.lr, bool):
+        raise ConvpropError(f"learning rate must be a positive finite number, got {config.lr!r}")
 
 
 def _positive_int(what: str, value: Any) -> None:
