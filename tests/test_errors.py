@@ -341,15 +341,26 @@ def test_cli_resume_with_conflicting_option(tmp_path):
 
     d = mnist_dir(tmp_path / "d")
     data = load_mnist_dir(d)
-    cfg = TrainConfig(spec="2c5-2s", iterations=10, batch_size=5, data=str(d)).validate()
+    cfg = TrainConfig(spec="2c5-2s", iterations=10, batch_size=5, data=str(d), lr=0.5,
+                      seed=4).validate()
     t = Trainer(Network.from_spec("2c5-2s", dtype="float32"), data.train_x, data.train_y, cfg)
     out = tmp_path / "run"
     out.mkdir()
     save_checkpoint(t, checkpoint_path(out), str(d))
     assert_one_line_error(run_cli("train", "--resume", out, "--lr", "2"),
-                          "--lr 2.0 conflicts with the stored 1.0")
+                          "--lr 2.0 conflicts with the stored 0.5")
+    # typed on the command line, though equal to the default: still a conflict
+    assert_one_line_error(run_cli("train", "--resume", out, "--lr", "1"),
+                          "--lr 1.0 conflicts with the stored 0.5")
+    assert_one_line_error(run_cli("train", "--resume", out, "--seed=0"),
+                          "--seed 0 conflicts with the stored 4")
     assert_one_line_error(run_cli("train", "--resume", out, "--out", tmp_path / "x"),
                           "do not give --out")
+    # the stored values themselves, and the run folder as --out, are fine
+    proc = run_cli("train", "--resume", out, "--lr", "0.5", "--seed", "4", "--out", out,
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 10
 
 
 # ------------------------------------------------------------------ Python API

@@ -127,3 +127,22 @@ def test_evaluation_memory_does_not_grow_with_the_test_set(how):
     answer = 16 * len(big)  # the predictions (and a comparison) for every image
     assert p_big < 1.25 * p_small + answer, (p_small, p_big)
     assert p_big < 64e6  # a whole-set forward pass would need ~1.3 GB here
+
+
+def test_stall_seen_in_batch_losses_while_rl_still_falls():
+    """Outputs saturated early: the batch loss is flat at 0.5 but rL, which forgets slowly,
+    still falls by more than 2% over the second half; the batch-loss windows catch it."""
+    from convprop.train import detect_stall, smooth
+
+    losses = np.concatenate([np.full(20, 1.25), np.full(280, 0.5)])
+    rl = smooth(losses)
+    assert (rl[150] - rl[-1]) > 0.02 * rl[150]  # the rL test alone says "still moving"
+    assert not detect_stall(rl, 0.45)
+    assert detect_stall(rl, 0.45, losses=losses)
+    # a noisy but steadily improving learner is not flagged
+    rng = np.random.default_rng(0)
+    learning = np.linspace(0.9, 0.4, 300) + rng.normal(0, 0.05, 300)
+    assert not detect_stall(smooth(learning), 0.45, losses=learning)
+    # nor one that already learned (below 0.8 x baseline), however flat
+    done = np.full(300, 0.1)
+    assert not detect_stall(smooth(done), 0.45, losses=done)

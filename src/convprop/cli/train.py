@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -29,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_checkpoint_options(p)
     p.set_defaults(func=cmd_train, train_parser=p)
+    _record_command_line(p)
 
     e = sub.add_parser("evaluate", help="test error and confusion matrix of a saved model",
                        description="Evaluate MODEL on the test set of --data.")
@@ -110,20 +112,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     return stop.exit_code if stop() else 0
 
 
+def _record_command_line(p: argparse.ArgumentParser) -> None:
+    """Keep the words given to ``convprop train`` as ``args.train_argv``, so that --resume
+    can tell an option typed on the command line from one left at its default."""
+    parse = p.parse_known_args
+
+    def parse_and_record(args=None, namespace=None):
+        ns, extras = parse(args, namespace)
+        ns.train_argv = list(sys.argv[1:] if args is None else args)
+        return ns, extras
+
+    p.parse_known_args = parse_and_record  # type: ignore[method-assign]
+
+
+_UNSET = object()
+
+
+def _typed_options(args: argparse.Namespace) -> set[str] | None:
+    """The dests of the options on the command line (None if it was not recorded): parse
+    it again into a namespace pre-filled with a marker, which argparse leaves alone for
+    every option not given."""
+    argv = getattr(args, "train_argv", None)
+    if argv is None:
+        return None
+    parser = args.train_parser
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions})
+    ns, _ = parser.parse_known_args(argv, probe)
+    return {k for k, v in vars(ns).items() if v is not _UNSET}
+
+
 def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
-    """--resume continues with the stored options: a training option given on the command
-    line (differing from its default) that differs from the stored one is refused."""
+    """--resume continues with the stored options: a training option typed on the command
+    line whose value differs from the stored one is refused, and so is another --out."""
+    from pathlib import Path
+
     from convprop.checkpoint import load_checkpoint
     from convprop.errors import ConvpropError
 
     stored = load_checkpoint(args.resume).config().to_dict()
+    typed = _typed_options(args)
     defaults = args.train_parser.parse_args([])
-    if args.out != defaults.out:
+    out_given = "out" in typed if typed is not None else args.out != defaults.out
+    if out_given and Path(args.out).resolve() != Path(args.resume).resolve():
         raise ConvpropError(f"--resume writes into the run folder {args.resume}; do not give "
                             f"--out {args.out}")
     given, default = config_from_args(args).to_dict(), config_from_args(defaults).to_dict()
     for key, value in given.items():
-        if value != default[key] and value != stored[key]:
+        explicit = key in typed if typed is not None and key in vars(args) \
+            else value != default[key]
+        if explicit and value != stored[key]:
             flag = "--" + key.replace("_", "-")
             raise ConvpropError(f"--resume continues {args.resume} with its stored options: "
                                 f"{flag} {value} conflicts with the stored {stored[key]} "
