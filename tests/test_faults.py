@@ -82,7 +82,7 @@ def test_api_divergence_is_reported_in_the_summary(tmp_path):
 
 
 def test_api_stall_is_reported_in_the_summary(tmp_path):
-    cfg = TrainConfig(spec="2c3-2s", activation="relu", lr=100.0, iterations=300,
+    cfg = TrainConfig(spec="2c3-2s", activation="sigmoid", lr=1000.0, iterations=300,
                       batch_size=10, dtype="float64")
     summary = run_training(cfg, tmp_path, dataset=Data(*noise(400)))
     assert summary["status"] == "stalled", summary["final_rL"]
@@ -130,8 +130,8 @@ def test_evaluation_memory_does_not_grow_with_the_test_set(how):
 
 
 def test_stall_seen_in_batch_losses_while_rl_still_falls():
-    """Outputs saturated early: the batch loss is flat at 0.5 but rL, which forgets slowly,
-    still falls by more than 2% over the second half; the batch-loss windows catch it."""
+    """Outputs saturated early: the batch loss is constant at 0.5 but rL, which forgets
+    slowly, still falls by more than 2% over the second half; the batch losses show it."""
     from convprop.train import detect_stall, smooth
 
     losses = np.concatenate([np.full(20, 1.25), np.full(280, 0.5)])
@@ -146,3 +146,7 @@ def test_stall_seen_in_batch_losses_while_rl_still_falls():
     # nor one that already learned (below 0.8 x baseline), however flat
     done = np.full(300, 0.1)
     assert not detect_stall(smooth(done), 0.45, losses=done)
+    # nor one on the plateau near the constant-output loss, where the batch loss still
+    # varies with the labels of each batch (the paper's sigmoid net early on)
+    plateau = np.concatenate([np.linspace(1.2, 0.46, 60), 0.45 + rng.normal(0, 0.01, 240)])
+    assert not detect_stall(smooth(plateau), 0.45, losses=plateau)

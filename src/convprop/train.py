@@ -146,24 +146,23 @@ def detect_stall(rl: np.ndarray, baseline: float | None = None,
     is not flagged: its rL keeps falling over the second half.
 
     rL forgets slowly (half-life 69 iterations), so a net that saturated early still
-    shows a falling rL for hundreds of iterations; given the batch ``losses``, the same
-    test is also made on their means over the third and the last quarter of the run."""
+    shows a falling rL for hundreds of iterations.  Given the batch ``losses``, a run is
+    also stalled when over its last quarter the batch loss stayed above that level and
+    did not vary from batch to batch (relative spread below 0.1%): every output sits at
+    0 or 1 whatever the input, e.g. L = 0.5 exactly when all outputs are 0.  A net on
+    the usual plateau near the constant-output loss is not flagged this way: its batch
+    losses still vary with the labels in each batch."""
     rl = np.asarray(rl, dtype=float)
     if len(rl) < min_iterations or not np.all(np.isfinite(rl)):
         return False
     ceiling = 0.8 * baseline if baseline is not None else 0.5 * rl[0]
-    if _flat_and_high(rl[len(rl) // 2], rl[-1], ceiling):
+    mid, last = rl[len(rl) // 2], rl[-1]
+    if last > ceiling and (mid - last) < 0.02 * abs(mid):
         return True
     if losses is None or len(losses) != len(rl) or not np.all(np.isfinite(losses)):
         return False
-    q = len(losses) // 4
-    losses = np.asarray(losses, dtype=float)
-    return _flat_and_high(losses[2 * q : 3 * q].mean(), losses[3 * q :].mean(), ceiling)
-
-
-def _flat_and_high(before: float, last: float, ceiling: float) -> bool:
-    """Ends above ``ceiling`` and fell by less than 2% since ``before``."""
-    return bool(last > ceiling and (before - last) < 0.02 * abs(before))
+    tail = np.asarray(losses, dtype=float)[len(losses) * 3 // 4 :]
+    return bool(tail.mean() > ceiling and tail.std() <= 1e-3 * abs(tail.mean()))
 
 
 class Trainer:
