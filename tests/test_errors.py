@@ -313,9 +313,14 @@ def test_cli_resume_finished_run(tmp_path):
     (lambda p: rewrite(p, p, arrays={"perm": np.zeros(20, dtype=np.int64)}),
      "not a permutation"),
     (lambda p: rewrite(p, p, meta={"pos": 999}), "position 999"),
+    (lambda p: rewrite(p, p, meta={"every": 0}), "checkpoint interval 0"),
+    (lambda p: rewrite(p, p, meta={"iteration": 11}), "iteration 11 is out of range"),
+    (lambda p: rewrite(p, p, meta={"config": {"lr": -1}}), "stored config is not usable"),
+    (lambda p: rewrite(p, p, drop=("param/out.bias",)), "missing array 'param/out.bias'"),
     (lambda p: rewrite(p, p, meta={"rng": {"bit_generator": "MT19937"}}),
      "RNG state is not usable"),
-], ids=["truncated", "zeros", "version", "format", "losses", "perm", "pos", "rng"])
+], ids=["truncated", "zeros", "version", "format", "losses", "perm", "pos", "every",
+        "iteration", "config", "param", "rng"])
 def test_cli_resume_corrupt_checkpoint(tmp_path, damage, needle):
     from convprop.checkpoint import checkpoint_path, save_checkpoint
     from convprop.data import load_mnist_dir

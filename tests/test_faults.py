@@ -126,7 +126,7 @@ def test_evaluation_memory_does_not_grow_with_the_test_set(how):
     p_small, p_big = peak_bytes(lambda: f(small)), peak_bytes(lambda: f(big))
     answer = 16 * len(big)  # the predictions (and a comparison) for every image
     assert p_big < 1.25 * p_small + answer, (p_small, p_big)
-    assert p_big < 64e6  # a whole-set forward pass would need ~1.3 GB here
+    assert p_big < 200e6  # 37 MB measured; a whole-set forward pass would need ~2 GB here
 
 
 def test_stall_seen_in_batch_losses_while_rl_still_falls():

@@ -260,6 +260,10 @@ def _meta(p: Path, raw: np.ndarray) -> dict[str, Any]:
                               f"0..{meta['total']}")
     if not isinstance(meta["optimizer"].get("state"), list):
         raise CheckpointError(f"{p}: metadata field 'optimizer' is malformed")
+    every = meta.get("every")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool)
+                              or every < 1):
+        raise CheckpointError(f"{p}: checkpoint interval {every!r} is not a positive integer")
     return meta
 
 
