@@ -162,3 +162,14 @@ def test_package_writes_files_only_through_fileio():
                 if re.search(pattern, line):
                     offenders.append(f"{path.relative_to(SRC)}:{n}: {what}: {line.strip()}")
     assert not offenders, "write through convprop.fileio instead:\n" + "\n".join(offenders)
+
+
+def test_next_run_removes_temporaries_of_a_killed_writer(tmp_path):
+    from convprop.fileio import ensure_dir
+
+    stale = tmp_path / ".checkpoint.npz.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".notes.txt.abc123.tmp"  # not one of ours: left alone
+    other.write_text("x")
+    ensure_dir(tmp_path, ("metrics.csv", "checkpoint.npz"))
+    assert not stale.exists() and other.exists()

@@ -223,3 +223,23 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, damage, needle):
     with pytest.raises(CheckpointError) as err:
         resume_training(tmp_path, dataset=Data(*blobs()))
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_extra_trainer_records_survive_a_checkpoint(tmp_path):
+    """Per-run records a trainer keeps beside the losses (e.g. gradient diagnostics) come
+    back as they were, floats bit for bit."""
+    from convprop.network import Network
+    from convprop.train import Trainer
+
+    x, y = blobs()
+    cfg = TrainConfig(**CFG)
+    t = Trainer(Network.from_spec("4c3-2s", input_shape=(12, 12), seed=1, dtype="float64"),
+                x, y, cfg)
+    t.step()
+    t.diagnostics = [(1, "conv1", "mean_abs_delta", 0.1 + 0.2), (1, "out", "dead", float("nan"))]
+    save_checkpoint(t, tmp_path / "c.npz", "blobs")
+    u = Trainer(Network("4c3-2s", input_shape=(12, 12), dtype="float64"), x, y, cfg)
+    u.diagnostics = []
+    load_checkpoint(tmp_path / "c.npz").restore(u)
+    assert u.diagnostics[0] == t.diagnostics[0]
+    assert u.diagnostics[1][:3] == t.diagnostics[1][:3] and np.isnan(u.diagnostics[1][3])

@@ -13,7 +13,8 @@ the checkpoint holds the whole state of :class:`~convprop.train.Trainer`:
 File: ``<run dir>/checkpoint.npz``, an uncompressed NumPy archive read with
 ``allow_pickle=False`` (loading never runs code from the file).  ``__meta__`` is JSON
 (``format`` "convprop-checkpoint", ``version`` 1, ``iteration``, ``config``, ``data``,
-``network``, ``rng``, ``pos``, ``params``, ``optimizer``, ``seconds``, ``every``); the arrays are
+``network``, ``rng``, ``pos``, ``params``, ``optimizer``, ``seconds``, ``every``,
+``extra``: further trainer records such as diagnostics); the arrays are
 ``param/<name>``, ``optim/<key>``, ``perm``, ``losses`` and ``rl``.  It is written
 atomically (temporary file, fsync, rename), so a kill at any moment leaves the previous
 checkpoint or the new one.  It is removed once the run has finished and written its
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 FORMAT = "convprop-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.npz"
+#: Further Trainer attributes (lists of JSON-able records) kept when a trainer has them.
+EXTRA_STATE = ("diagnostics",)
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -62,6 +65,14 @@ def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.data)
     return h.hexdigest()
+
+
+def data_source(data: Any) -> str | None:
+    """What ``load_data`` needs to load ``data`` again: its name, a folder made absolute."""
+    name = getattr(data, "name", None)
+    if name in ("sample", "mnist") or name is None:
+        return name
+    return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
 
 
 def save_checkpoint(trainer: Trainer, path: str | os.PathLike, data_source: str | None = None,
@@ -88,6 +99,8 @@ def save_checkpoint(trainer: Trainer, path: str | os.PathLike, data_source: str 
         "optimizer": {"name": getattr(trainer.optimizer, "name", ""), "state": list(state)},
         "seconds": trainer.elapsed,
         "every": every,
+        "extra": {k: getattr(trainer, k) for k in EXTRA_STATE
+                  if isinstance(getattr(trainer, k, None), list)},
     }
     arrays = {"__meta__": np.array(json.dumps(meta, default=_plain))}
     arrays.update({f"param/{k}": v for k, v in net.params.items()})
@@ -175,6 +188,9 @@ class Checkpoint:
         trainer.losses = [float(v) for v in self.losses]
         trainer.rl = [float(v) for v in self.rl]
         trainer.seconds = float(meta.get("seconds", 0.0))
+        for key, records in meta.get("extra", {}).items():
+            if key in EXTRA_STATE and hasattr(trainer, key):
+                setattr(trainer, key, [tuple(r) if isinstance(r, list) else r for r in records])
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -258,6 +274,9 @@ def _meta(p: Path, raw: np.ndarray) -> dict[str, Any]:
     if not 0 <= meta["iteration"] <= max(meta["total"], 0):
         raise CheckpointError(f"{p}: iteration {meta['iteration']} is out of range "
                               f"0..{meta['total']}")
+    extra = meta.setdefault("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(v, list) for v in extra.values()):
+        raise CheckpointError(f"{p}: metadata field 'extra' is malformed")
     if not isinstance(meta["optimizer"].get("state"), list):
         raise CheckpointError(f"{p}: metadata field 'optimizer' is malformed")
     every = meta.get("every")

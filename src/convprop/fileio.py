@@ -24,8 +24,9 @@ from convprop.errors import ConvpropError
 def ensure_dir(path: str | os.PathLike, files: Sequence[str] = ()) -> Path:
     """Create the output folder (and parents) and check, by creating a file there, that it
     can be written (``os.access`` says yes to root even on a read-only mount); ``files``
-    are result names that must not be folders.  A clear error if any of that fails,
-    before any work is done."""
+    are result names that must not be folders, and whose temporary siblings left by a
+    writer that was killed (``.NAME.*.tmp``) are removed.  A clear error if any of that
+    fails, before any work is done."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConvpropError(f"output directory {str(p)!r} exists and is not a directory")
@@ -44,6 +45,8 @@ def ensure_dir(path: str | os.PathLike, files: Sequence[str] = ()) -> Path:
     for name in files:
         if (p / name).is_dir():
             raise ConvpropError(f"cannot write {str(p / name)!r}: it is a directory")
+        for stale in p.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     return p
 
 

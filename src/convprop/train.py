@@ -145,24 +145,22 @@ def detect_stall(rl: np.ndarray, baseline: float | None = None,
     constant and back-propagation carries (almost) no error.  A slow but steady learner
     is not flagged: its rL keeps falling over the second half.
 
-    rL forgets slowly (half-life 69 iterations), so a net that saturated early still
-    shows a falling rL for hundreds of iterations.  Given the batch ``losses``, a run is
-    also stalled when over its last quarter the batch loss stayed above that level and
-    did not vary from batch to batch (relative spread below 0.1%): every output sits at
-    0 or 1 whatever the input, e.g. L = 0.5 exactly when all outputs are 0.  A net on
-    the usual plateau near the constant-output loss is not flagged this way: its batch
-    losses still vary with the labels in each batch."""
+    With the batch ``losses``, a run is also stalled when its loss is above that level
+    and the same for every batch of the last quarter (relative spread below 1e-3): the
+    outputs no longer depend on the input (e.g. all saturated at 0, L = 0.5 exactly),
+    while rL, a 100-batch average, may still be drifting down from an early peak."""
     rl = np.asarray(rl, dtype=float)
     if len(rl) < min_iterations or not np.all(np.isfinite(rl)):
         return False
-    ceiling = 0.8 * baseline if baseline is not None else 0.5 * rl[0]
+    level = 0.8 * baseline if baseline is not None else 0.5 * rl[0]
     mid, last = rl[len(rl) // 2], rl[-1]
-    if last > ceiling and (mid - last) < 0.02 * abs(mid):
+    flat = (mid - last) < 0.02 * abs(mid)
+    if last > level and flat:
         return True
-    if losses is None or len(losses) != len(rl) or not np.all(np.isfinite(losses)):
-        return False
-    tail = np.asarray(losses, dtype=float)[len(losses) * 3 // 4 :]
-    return bool(tail.mean() > ceiling and tail.std() <= 1e-3 * abs(tail.mean()))
+    if losses is not None and len(losses) >= min_iterations:
+        tail = np.asarray(losses[-(len(losses) // 4):], dtype=float)
+        return bool(tail.mean() > level and np.ptp(tail) < 1e-3 * tail.mean())
+    return False
 
 
 class Trainer:
@@ -280,7 +278,8 @@ class Trainer:
         if self.status == "running":
             p = np.bincount(self.labels, minlength=self.net.n_outputs) / len(self.labels)
             baseline = self.net.loss.constant_baseline(p)
-            stalled = detect_stall(np.asarray(self.rl), baseline, losses=np.asarray(self.losses))
+            stalled = detect_stall(np.asarray(self.rl), baseline,
+                                   losses=np.asarray(self.losses))
             self.status = "stalled" if stalled else "completed"
             if self.status == "stalled":
                 self.message = ("the loss stayed flat near its starting value: the outputs "
@@ -402,7 +401,7 @@ def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
              log: Callable[[str], None] | None, checkpoint_every: int | None,
              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     """Train (checkpointing as asked), evaluate, write the results; see run_training."""
-    from convprop.checkpoint import checkpoint_path, data_fingerprint, save_checkpoint
+    from convprop.checkpoint import checkpoint_path, data_fingerprint, data_source, save_checkpoint
     from convprop.model import save_model
 
     if checkpoint_every is not None:
@@ -410,7 +409,7 @@ def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
     config, net = trainer.config, trainer.net
     callback = None
     if out is not None:
-        source = _data_source(data)
+        source = data_source(data)
         fingerprint = data_fingerprint(trainer.images, trainer.labels)
 
         def checkpoint(t: Trainer) -> None:
@@ -454,14 +453,6 @@ def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
             checkpoint_path(out).unlink(missing_ok=True)  # finished: nothing to resume
     summary["_network"] = net
     return summary
-
-
-def _data_source(data: Any) -> str | None:
-    """What ``load_data`` needs to load ``data`` again: its name, a folder made absolute."""
-    name = getattr(data, "name", None)
-    if name in ("sample", "mnist") or name is None:
-        return name
-    return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
 
 
 def _finite_or_none(x: float | None) -> float | None:
