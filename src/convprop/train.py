@@ -212,27 +212,19 @@ class Trainer:
 
     def step(self) -> float:
         """One iteration: forward, back-propagate, update.  Returns the batch loss; a
-        non-finite loss, or an overflow on the way to it (which the output sigmoid could
-        hide: sigmoid(inf) = 1), sets status ``diverged`` (loss recorded as nan) and
-        leaves the parameters untouched."""
+        non-finite loss sets status ``diverged`` and leaves the parameters untouched."""
         x, y = self.batch(self.next_batch())
+        loss, grads = self.net.loss_and_grads(x, y)
         self.iteration += 1
-        try:
-            with np.errstate(over="raise", invalid="raise"):
-                loss, grads = self.net.loss_and_grads(x, y)
-            what = f"loss became {loss}"
-        except FloatingPointError as exc:
-            loss, what = math.nan, f"the forward/backward pass overflowed ({exc})"
         self.losses.append(loss)
         if not math.isfinite(loss):
             self.rl.append(loss)
             self.status = "diverged"
-            self.message = (f"{what} at iteration {self.iteration}: the run "
+            self.message = (f"loss became {loss} at iteration {self.iteration}: the run "
                             f"diverged (try a smaller learning rate)")
             return loss
         self.rl.append(loss if not self.rl else 0.99 * self.rl[-1] + 0.01 * loss)
-        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-            self.optimizer.step(self.net.params, grads)
+        self.optimizer.step(self.net.params, grads)
         bad = [k for k, v in self.net.params.items() if not np.isfinite(v).all()]
         if bad:
             self.status = "diverged"
@@ -243,6 +235,22 @@ class Trainer:
     @property
     def finished(self) -> bool:
         return self.status != "running" or self.iteration >= self.total
+
+    def _step_guarded(self) -> None:
+        """:meth:`step`, with a floating-point overflow anywhere in it counted as divergence
+        at that iteration (the output sigmoid would hide it: sigmoid(inf) = 1)."""
+        before = self.iteration
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                self.step()
+        except FloatingPointError as exc:
+            if self.iteration == before:  # in the forward/backward pass: no loss
+                self.iteration += 1
+                self.losses.append(math.nan)
+                self.rl.append(math.nan)
+            self.status = "diverged"
+            self.message = (f"numerical overflow ({exc}) at iteration {self.iteration}: the "
+                            f"run diverged (try a smaller learning rate)")
 
     @property
     def elapsed(self) -> float:
@@ -264,7 +272,7 @@ class Trainer:
                     self.status = "interrupted"
                     self.message = f"interrupted at iteration {self.iteration} of {self.total}"
                     break
-                self.step()
+                self._step_guarded()
                 if callback is not None:
                     callback(self)
                 if bar is not None and (self.iteration % 20 == 0 or self.finished):
@@ -352,7 +360,8 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     ``checkpoint_every=N`` writes ``out_dir/checkpoint.npz`` every N iterations; when
     ``should_stop()`` turns true (e.g. a :class:`convprop.checkpoint.StopOnSignal`) the
     run stops after the current iteration, writes a checkpoint, ``metrics.csv`` and a
-    summary with status ``interrupted``.  :func:`resume_training` continues it."""
+    summary with status ``interrupted`` (``model.npz`` then holds the parameters so far).
+    :func:`resume_training` continues it."""
     from convprop.data import load_data
 
     config.validate()
@@ -446,8 +455,7 @@ def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
         write_csv(out / "metrics.csv", ["iteration", "loss", "rL"],
                   ((i + 1, repr(float(a)), repr(float(b)))
                    for i, (a, b) in enumerate(zip(result.losses, result.rl))))
-        if result.status != "interrupted":
-            save_model(net, out / "model.npz", config=config.to_dict(), summary=summary)
+        save_model(net, out / "model.npz", config=config.to_dict(), summary=summary)
         write_json(out / "summary.json", summary)
         if result.status != "interrupted":
             checkpoint_path(out).unlink(missing_ok=True)  # finished: nothing to resume
