@@ -158,7 +158,7 @@ MODEL_CASES = {
                   "not a convprop model"),
     "bare-npy": (lambda good, p: np.save(open(p, "wb"), np.zeros(3)), "bare .npy"),
     "no-metadata": (lambda good, p: rewrite(good, p, drop=("__meta__",)),
-                    "missing array '__meta__'"),
+                    "'__meta__'"),
     "metadata-not-json": (lambda good, p: rewrite(good, p, arrays={
         "__meta__": np.array("{not json")}), "metadata is not valid JSON"),
     "other-format": (lambda good, p: rewrite(good, p, meta={"format": "keras"}),
