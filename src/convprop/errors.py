@@ -13,6 +13,10 @@ class DataError(ConvpropError):
     """A data file or directory that cannot be used (missing, truncated, malformed)."""
 
 
+class CheckpointError(ConvpropError):
+    """A checkpoint that cannot be resumed (missing, corrupt, or of another run or data set)."""
+
+
 class SpecError(ConvpropError):
     """A bad architecture string, activation name or shape that does not fit."""
 

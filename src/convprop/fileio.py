@@ -21,8 +21,12 @@ import numpy as np
 from convprop.errors import ConvpropError
 
 
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create the output folder (and parents); a clear error if that cannot be done."""
+def ensure_dir(path: str | os.PathLike, files: Sequence[str] = ()) -> Path:
+    """Create the output folder (and parents) and check, by creating a file there, that it
+    can be written (``os.access`` says yes to root even on a read-only mount); ``files``
+    are result names that must not be folders, and whose temporary siblings left by a
+    writer that was killed (``.NAME.*.tmp``) are removed.  A clear error if any of that
+    fails, before any work is done."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConvpropError(f"output directory {str(p)!r} exists and is not a directory")
@@ -31,8 +35,18 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     except OSError as exc:
         raise ConvpropError(f"cannot create output directory {str(p)!r}: "
                             f"{exc.strerror or exc}") from None
-    if not os.access(p, os.W_OK):
-        raise ConvpropError(f"output directory {str(p)!r} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".convprop-probe.")
+    except OSError as exc:
+        raise ConvpropError(f"output directory {str(p)!r} is not writable: "
+                            f"{exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+    for name in files:
+        if (p / name).is_dir():
+            raise ConvpropError(f"cannot write {str(p / name)!r}: it is a directory")
+        for stale in p.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     return p
 
 
@@ -46,16 +60,49 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise ConvpropError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # as open() would, not mkstemp's 0600
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        _fsync_dir(path.parent)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # disk full, target is a folder, ...
+            raise ConvpropError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask: from /proc where it is shown (no other thread-safe getter),
+    else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

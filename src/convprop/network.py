@@ -62,13 +62,28 @@ def parse_spec(spec: str) -> list[tuple[str, int, int]]:
 
 
 def get_dtype(dtype: Any) -> np.dtype:
+    """``"float32"`` / ``"float64"`` (or the NumPy types) as a dtype; anything else, None
+    included (NumPy would read None as float64), is a SpecError."""
     try:
-        dt = np.dtype(dtype)
+        dt = np.dtype(dtype) if dtype is not None else None
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
         raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return dt
+
+
+def _non_integer(y: np.ndarray) -> str | None:
+    """repr of the first label that is not a whole number (a string, complex, NaN, inf,
+    2.5, None), or None when all are whole numbers."""
+    if y.dtype.kind in "iu" or y.size == 0:
+        return None
+    if y.dtype.kind != "f":
+        first = y.flat[0]
+        return repr(first.item() if isinstance(first, np.generic) else first)[:40]
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(y) & (np.mod(y, 1) == 0))
+    return repr(float(y[bad][0])) if bad.any() else None
 
 
 class ParamDict(MutableMapping):
@@ -228,6 +243,8 @@ class Network:
     # ----------------------------------------------------------------- inputs
     def _inputs(self, x: Any) -> np.ndarray:
         x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise ConvpropError(f"inputs must be real numbers, got dtype {x.dtype}")
         if x.ndim == 3 and self.input_shape[0] == 1:
             x = x[:, None]
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
@@ -243,10 +260,11 @@ class Network:
         if y.ndim == 1:
             if y.shape[0] != n:
                 raise ConvpropError(f"{y.shape[0]} labels for {n} inputs")
-            if not np.issubdtype(y.dtype, np.integer):
-                if not np.all(np.mod(y, 1) == 0):
-                    raise ConvpropError("labels must be integers (or give one-hot targets)")
-                y = y.astype(np.int64)
+            bad = _non_integer(y)
+            if bad is not None:
+                raise ConvpropError(f"labels must be integers (or give one-hot targets), got "
+                                    f"{bad} (dtype {y.dtype})")
+            y = y.astype(np.int64)
             if y.size and (y.min() < 0 or y.max() >= self.n_outputs):
                 raise ConvpropError(f"labels must be in 0..{self.n_outputs - 1}, got "
                                     f"{y.min()}..{y.max()}")
@@ -256,6 +274,10 @@ class Network:
         if y.shape != (n, self.n_outputs):
             raise ConvpropError(f"targets have shape {y.shape}, expected ({n},) labels or "
                                 f"({n}, {self.n_outputs}) one-hot")
+        if y.dtype.kind not in "biuf" or not np.all(np.isfinite(y)):
+            raise ConvpropError(f"one-hot targets must be finite real numbers, got dtype "
+                                f"{y.dtype}" + ("" if y.dtype.kind not in "biuf" else
+                                                " with non-finite values"))
         return y.astype(self.dtype, copy=False)
 
     # ---------------------------------------------------------- computation

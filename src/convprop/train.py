@@ -33,7 +33,8 @@ from convprop.optim import (
     get_optimizer,
 )
 
-STATUSES = ("completed", "diverged", "stalled")
+RESULT_FILES = ("metrics.csv", "summary.json", "model.npz", "checkpoint.npz")
+STATUSES = ("completed", "diverged", "stalled")  # a finished run's; unfinished: "interrupted"
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check each value; raise ConvpropError naming the first bad one."""
+        _check_types(self)
         check_learning_rate(self.lr)
         _positive_int("batch size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
@@ -101,6 +103,24 @@ class TrainConfig:
         return cls(**d)
 
 
+def _check_types(config: TrainConfig) -> None:
+    """Names must be strings (a config read from JSON can hold anything), the data source a
+    string or None, the learning rate a number and not a bool."""
+    from convprop.activations import Activation
+
+    for name in ("spec", "activation", "dtype", "loss", "optimizer", "init"):
+        value = getattr(config, name)
+        if not isinstance(value, str) and not (name == "activation"
+                                               and isinstance(value, Activation)) \
+                and not (name == "dtype" and any(value is t for t in (np.float32, np.float64))):
+            raise ConvpropError(f"{name} must be a string, got {value!r}")
+    if config.data is not None and not isinstance(config.data, (str, os.PathLike)):
+        raise ConvpropError(f"data must be 'sample', 'mnist' or a directory, got "
+                            f"{config.data!r}")
+    if isinstance(config.lr, bool):
+        raise ConvpropError(f"learning rate must be a positive finite number, got {config.lr!r}")
+
+
 def _positive_int(what: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConvpropError(f"{what} must be a positive integer, got {value!r}")
@@ -108,7 +128,7 @@ def _positive_int(what: str, value: Any) -> None:
 
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "diverged" | "stalled"
+    status: str  # "completed" | "diverged" | "stalled" | "interrupted"
     iterations: int  # iterations run (the diverged one included)
     losses: np.ndarray  # batch loss L per iteration
     rl: np.ndarray  # smoothed loss rL per iteration
@@ -132,20 +152,30 @@ def smooth(losses: np.ndarray, rl0: float | None = None) -> np.ndarray:
 
 
 def detect_stall(rl: np.ndarray, baseline: float | None = None,
-                 min_iterations: int = 100) -> bool:
+                 min_iterations: int = 100, losses: np.ndarray | None = None) -> bool:
     """A run *stalled* when its smoothed loss ends no better than guessing and stopped
     moving: rL at the end is above 0.8 x ``baseline`` (the loss of the best constant
     output, see ``losses.MSE.constant_baseline``; without it, half of the first rL) and
     fell by less than 2% over the second half of the run.  The outputs saturated at a
     constant and back-propagation carries (almost) no error.  A slow but steady learner
-    is not flagged: its rL keeps falling over the second half."""
+    is not flagged: its rL keeps falling over the second half.
+
+    With the batch ``losses``, a run is also stalled when its loss is above that level
+    and the same for every batch of the last quarter (relative spread below 1e-3): the
+    outputs no longer depend on the input (e.g. all saturated at 0, L = 0.5 exactly),
+    while rL, a 100-batch average, may still be drifting down from an early peak."""
     rl = np.asarray(rl, dtype=float)
     if len(rl) < min_iterations or not np.all(np.isfinite(rl)):
         return False
+    level = 0.8 * baseline if baseline is not None else 0.5 * rl[0]
     mid, last = rl[len(rl) // 2], rl[-1]
-    not_learned = last > (0.8 * baseline if baseline is not None else 0.5 * rl[0])
     flat = (mid - last) < 0.02 * abs(mid)
-    return bool(not_learned and flat)
+    if last > level and flat:
+        return True
+    if losses is not None and len(losses) >= min_iterations:
+        tail = np.asarray(losses[-(len(losses) // 4):], dtype=float)
+        return bool(tail.mean() > level and np.ptp(tail) < 1e-3 * tail.mean())
+    return False
 
 
 class Trainer:
@@ -177,7 +207,8 @@ class Trainer:
         self.rl: list[float] = []
         self.status = "running"
         self.message = ""
-        self.seconds = 0.0
+        self.seconds = 0.0  # wall time spent in run(), over all sessions of the run
+        self._started: float | None = None
 
     def next_batch(self) -> np.ndarray:
         """Indices of the next mini-batch; a new permutation starts each epoch and a
@@ -228,27 +259,58 @@ class Trainer:
     def finished(self) -> bool:
         return self.status != "running" or self.iteration >= self.total
 
+    def _step_guarded(self) -> None:
+        """:meth:`step`, with a floating-point overflow anywhere in it counted as divergence
+        at that iteration (the output sigmoid would hide it: sigmoid(inf) = 1)."""
+        before = self.iteration
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                self.step()
+        except FloatingPointError as exc:
+            if self.iteration == before:  # in the forward/backward pass: no loss
+                self.iteration += 1
+                self.losses.append(math.nan)
+                self.rl.append(math.nan)
+            self.status = "diverged"
+            self.message = (f"numerical overflow ({exc}) at iteration {self.iteration}: the "
+                            f"run diverged (try a smaller learning rate)")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds spent training so far (this session included)."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self.seconds + running
+
     def run(self, progress: bool = False,
-            callback: Callable[[Trainer], None] | None = None) -> TrainResult:
-        """Step until done (or diverged); ``callback(trainer)`` runs after each step."""
+            callback: Callable[[Trainer], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> TrainResult:
+        """Step until done (or diverged); ``callback(trainer)`` runs after each step.
+        When ``should_stop()`` turns true (checked before each step) the run stops with
+        status ``interrupted``; its state is whole, ready for a checkpoint."""
         bar = _progress_bar(self.total, progress, self.iteration)
-        t0 = time.perf_counter()
+        self._started = time.perf_counter()
         try:
             while not self.finished:
-                self.step()
+                if should_stop is not None and should_stop():
+                    self.status = "interrupted"
+                    self.message = f"interrupted at iteration {self.iteration} of {self.total}"
+                    break
+                self._step_guarded()
                 if callback is not None:
                     callback(self)
                 if bar is not None and (self.iteration % 20 == 0 or self.finished):
                     bar.set_postfix_str(f"rL={self.rl[-1]:.4f}", refresh=False)
                     bar.update(self.iteration - bar.n)
         finally:
-            self.seconds += time.perf_counter() - t0
+            self.seconds = self.elapsed
+            self._started = None
             if bar is not None:
                 bar.close()
         if self.status == "running":
             p = np.bincount(self.labels, minlength=self.net.n_outputs) / len(self.labels)
             baseline = self.net.loss.constant_baseline(p)
-            stalled = detect_stall(np.asarray(self.rl), baseline)
+            stalled = detect_stall(np.asarray(self.rl), baseline,
+                                   losses=np.asarray(self.losses))
             self.status = "stalled" if stalled else "completed"
             if self.status == "stalled":
                 self.message = ("the loss stayed flat near its starting value: the outputs "
@@ -312,29 +374,87 @@ def versions() -> dict[str, str]:
 
 def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
                  dataset: Any = None, progress: bool = False,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, checkpoint_every: int | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """The ``convprop train`` job: load data, build, train, evaluate, and write
     ``metrics.csv``, ``summary.json`` and ``model.npz`` into ``out_dir`` (atomically).
-    Returns the summary."""
+    Returns the summary.
+
+    ``checkpoint_every=N`` writes ``out_dir/checkpoint.npz`` every N iterations; when
+    ``should_stop()`` turns true (e.g. a :class:`convprop.checkpoint.StopOnSignal`) the
+    run stops after the current iteration, writes a checkpoint, ``metrics.csv`` and a
+    summary with status ``interrupted`` (``model.npz`` then holds the parameters so far).
+    :func:`resume_training` continues it."""
     from convprop.data import load_data
-    from convprop.model import save_model
 
     config.validate()
-    out = ensure_dir(out_dir) if out_dir is not None else None
+    if checkpoint_every is not None:
+        _positive_int("checkpoint interval", checkpoint_every)
+    out = ensure_dir(out_dir, RESULT_FILES) if out_dir is not None else None
     data = dataset if dataset is not None else load_data(config.data)
     net = Network.from_spec(config.spec, activation=config.activation,
                             input_shape=data.train_x.shape[1:], n_outputs=10,
                             seed=config.seed, dtype=config.dtype, init=config.init,
                             loss=config.loss)
-    if config.batch_size > len(data.train_x):
-        raise ConvpropError(f"batch size {config.batch_size} is larger than the "
-                            f"{len(data.train_x)} training images")
+    trainer = Trainer(net, data.train_x, data.train_y, config)  # checks batch size vs data
     if log:
         log(f"data: {data.description}")
+    return _run_job(trainer, data, out, progress, log, checkpoint_every, should_stop)
+
+
+def resume_training(run_dir: str | os.PathLike, dataset: Any = None, progress: bool = False,
+                    log: Callable[[str], None] | None = None,
+                    checkpoint_every: int | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Continue the run whose folder ``run_dir`` holds a ``checkpoint.npz``, with the
+    config stored there, and finish it as :func:`run_training` would have: the result is
+    bit-for-bit that of the run left alone.  The data are loaded again from the stored
+    source (or pass ``dataset``) and must match the checkpoint's fingerprint.
+    ``checkpoint_every`` defaults to the stored interval.  Returns the summary."""
+    from convprop.checkpoint import load_checkpoint
+    from convprop.data import load_data
+
+    ckpt = load_checkpoint(run_dir)
+    config = ckpt.config()
+    out = ensure_dir(run_dir, RESULT_FILES)
+    data = dataset if dataset is not None else load_data(ckpt.data_source)
+    net = Network(config.spec, config.activation, data.train_x.shape[1:], 10, config.dtype,
+                  config.loss)
     trainer = Trainer(net, data.train_x, data.train_y, config)
-    result = trainer.run(progress)
+    ckpt.restore(trainer)
+    if log:
+        log(f"data: {data.description}")
+        log(f"resuming {out} at iteration {trainer.iteration} of {trainer.total}")
+    every = checkpoint_every if checkpoint_every is not None else ckpt.meta.get("every")
+    return _run_job(trainer, data, out, progress, log, every, should_stop)
+
+
+def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
+             log: Callable[[str], None] | None, checkpoint_every: int | None,
+             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    """Train (checkpointing as asked), evaluate, write the results; see run_training."""
+    from convprop.checkpoint import checkpoint_path, data_fingerprint, data_source, save_checkpoint
+    from convprop.model import save_model
+
+    if checkpoint_every is not None:
+        _positive_int("checkpoint interval", checkpoint_every)
+    config, net = trainer.config, trainer.net
+    callback = None
+    if out is not None:
+        source = data_source(data)
+        fingerprint = data_fingerprint(trainer.images, trainer.labels)
+
+        def checkpoint(t: Trainer) -> None:
+            save_checkpoint(t, checkpoint_path(out), source, fingerprint,
+                            every=checkpoint_every)
+
+        if checkpoint_every is not None:
+            def callback(t: Trainer) -> None:
+                if t.iteration % checkpoint_every == 0 and not t.finished:
+                    checkpoint(t)
+    result = trainer.run(progress=progress, callback=callback, should_stop=should_stop)
     test_error = None
-    if result.status != "diverged":
+    if result.status in ("completed", "stalled"):
         test_error = error_rate(net, data.test_x, data.test_y)
     summary = {
         "status": result.status,
@@ -353,6 +473,9 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
         "versions": versions(),
     }
     if out is not None:
+        if result.status == "interrupted":
+            checkpoint(trainer)
+            summary["message"] += f"; continue with `convprop train --resume {out}`"
         write_csv(out / "metrics.csv", ["iteration", "loss", "rL"],
                   ((i + 1, repr(float(a)), repr(float(b)))
                    for i, (a, b) in enumerate(zip(result.losses, result.rl))))
@@ -360,6 +483,8 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
         if config.diagnostics:
             diagnostics.write_diagnostics(out / diagnostics.FILENAME, trainer.diagnostics)
         write_json(out / "summary.json", summary)
+        if result.status != "interrupted":
+            checkpoint_path(out).unlink(missing_ok=True)  # finished: nothing to resume
     summary["_network"] = net
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -27,7 +28,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default="runs/train",
                    help="output folder (default: runs/train)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=cmd_train)
+    add_checkpoint_options(p)
+    p.set_defaults(func=cmd_train, train_parser=p)
+    _record_command_line(p)
 
     e = sub.add_parser("evaluate", help="test error and confusion matrix of a saved model",
                        description="Evaluate MODEL on the test set of --data.")
@@ -103,6 +106,15 @@ def _betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="write DIR/checkpoint.npz every N iterations (Ctrl-C always writes "
+                        "one); removed once the run finishes")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the unfinished run in DIR from its checkpoint, with the "
+                        "options stored there (bit-for-bit the result of an uninterrupted run)")
+
+
 def config_from_args(args: argparse.Namespace):
     from convprop.train import TrainConfig
 
@@ -115,31 +127,110 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convprop.train import run_training
+    from convprop.checkpoint import StopOnSignal
+    from convprop.train import resume_training, run_training
 
-    config = config_from_args(args)
-    summary = run_training(config, args.out, progress=not args.no_progress, log=info)
+    if args.resume is not None:
+        _refuse_options_that_conflict_with_resume(args)
+        out = args.resume
+    else:
+        config = config_from_args(args)
+        out = args.out
+    with StopOnSignal() as stop:
+        if args.resume is not None:
+            summary = resume_training(out, progress=not args.no_progress, log=info,
+                                      checkpoint_every=args.checkpoint_every,
+                                      should_stop=stop)
+        else:
+            summary = run_training(config, out, progress=not args.no_progress, log=info,
+                                   checkpoint_every=args.checkpoint_every, should_stop=stop)
     rl = summary["final_rL"]
     print(f"iterations: {summary['iterations']}   final rL: "
           f"{'n/a' if rl is None else f'{rl:.4f}'}   time: {summary['seconds']:.1f} s "
           f"({summary['images_per_second']:.0f} images/s)")
-    if summary["status"] == "diverged":
-        print(f"diverged: {summary['message']}")
-        print(f"results written to {args.out}")
-        return 1
+    status = summary["status"]
+    if status in ("diverged", "interrupted"):
+        print(f"{status}: {summary['message']}")
+        print(f"results written to {out}")
+        return stop.exit_code if status == "interrupted" else 1
+    if status == "stalled":
+        print(f"stalled: {summary['message']}")
     print(f"test error: {100 * summary['test_error']:.2f}% "
           f"({summary['data']['n_test']} test images)")
-    print(f"results written to {args.out}")
-    return 0
+    print(f"results written to {out}")
+    return stop.exit_code if stop() else 0
+
+
+def _record_command_line(p: argparse.ArgumentParser) -> None:
+    """Keep the words given to ``convprop train`` as ``args.train_argv``, so that --resume
+    can tell an option typed on the command line from one left at its default."""
+    parse = p.parse_known_args
+
+    def parse_and_record(args=None, namespace=None):
+        ns, extras = parse(args, namespace)
+        ns.train_argv = list(sys.argv[1:] if args is None else args)
+        return ns, extras
+
+    p.parse_known_args = parse_and_record  # type: ignore[method-assign]
+
+
+_UNSET = object()
+
+
+def _typed_options(args: argparse.Namespace) -> set[str] | None:
+    """The dests of the options on the command line (None if it was not recorded): parse
+    it again into a namespace pre-filled with a marker, which argparse leaves alone for
+    every option not given."""
+    argv = getattr(args, "train_argv", None)
+    if argv is None:
+        return None
+    parser = args.train_parser
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions})
+    ns, _ = parser.parse_known_args(argv, probe)
+    return {k for k, v in vars(ns).items() if v is not _UNSET}
+
+
+def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
+    """--resume continues with the stored options: a training option typed on the command
+    line whose value differs from the stored one is refused, and so is another --out."""
+    from pathlib import Path
+
+    from convprop.checkpoint import load_checkpoint
+    from convprop.errors import ConvpropError
+
+    stored = load_checkpoint(args.resume).config().to_dict()
+    typed = _typed_options(args)
+    defaults = args.train_parser.parse_args([])
+    out_given = "out" in typed if typed is not None else args.out != defaults.out
+    if out_given and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConvpropError(f"--resume writes into the run folder {args.resume}; do not give "
+                            f"--out {args.out}")
+    given, default = config_from_args(args).to_dict(), config_from_args(defaults).to_dict()
+    for key, value in given.items():
+        explicit = key in typed if typed is not None and key in vars(args) \
+            else value != default[key]
+        if explicit and value != stored[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ConvpropError(f"--resume continues {args.resume} with its stored options: "
+                                f"{flag} {value} conflicts with the stored {stored[key]} "
+                                f"(start a new run with --out to change it)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convprop.data import load_data
+    from convprop.errors import ConvpropError
     from convprop.model import load_model
     from convprop.train import confusion_matrix, predict
 
     net = load_model(args.model)
     data = load_data(args.data)
+    want = net.input_shape[1:] if net.input_shape[0] == 1 else net.input_shape
+    if tuple(data.test_x.shape[1:]) != tuple(want):
+        raise ConvpropError(f"{args.model}: the model takes {'x'.join(map(str, want))} images, "
+                            f"the test set has {'x'.join(map(str, data.test_x.shape[1:]))}")
+    if data.test_y.max(initial=0) >= net.n_outputs:
+        raise ConvpropError(f"{args.model}: the model has {net.n_outputs} outputs, the test "
+                            f"set has label {int(data.test_y.max())}")
     info(f"data: {data.description}")
     pred = predict(net, data.test_x)
     err = float(np.mean(pred != data.test_y))
