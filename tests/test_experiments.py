@@ -29,6 +29,8 @@ def test_activation_lists_expand_the_parameter():
         "tanh-linear:0", "tanh-linear:0.05", "tanh-linear:0.1", "tanh-linear:0.13"]
     assert ex.parse_activations(["sigmoid,relu", "leaky-relu:0.01,0.010"]) == [
         "sigmoid", "relu", "leaky-relu:0.01"]  # canonical names, duplicates dropped
+    assert ex.parse_activations("relu,leaky-relu:0.01,0.05,tanh,tanh-linear:0.1") == [
+        "relu", "leaky-relu:0.01", "leaky-relu:0.05", "tanh", "tanh-linear:0.1"]
 
 
 @pytest.mark.parametrize("text,values", [("0-4", [0, 1, 2, 3, 4]), ("0,2,5", [0, 2, 5]),
@@ -48,7 +50,8 @@ def test_bad_seed_lists_are_one_line_errors(text):
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(lr="0.1,x"), "--lr: 'x' is not a number"), (dict(lr="0,1"), "positive"),
     (dict(lr="nan"), "positive and finite"), (dict(activation="tanh-linear:a"), "not a number"),
-    (dict(activation="swish"), "unknown activation"), (dict(spec="6c5-2q"), "6c5-2q"),
+    (dict(activation="swish"), "unknown activation"), (dict(activation="relu,0.1"), "relu"),
+    (dict(spec="6c5-2q"), "6c5-2q"),
     (dict(dtype="float16"), "float16"), (dict(batch_size="0"), "--batch-size"),
     (dict(iterations="10", epochs="1"), "not both"), (dict(data="/no/such/dir"), "/no/such"),
 ])
@@ -172,6 +175,19 @@ def test_stalled_and_diverged_runs_are_reported(tmp_path):
     text = section.render(results, tmp_path)
     assert "| 1 | 0 |" in text and "| 0 | 1 |" in text  # stalled / diverged counts
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_constant_batch_loss_is_a_stall_even_while_rl_still_falls():
+    from convprop.train import detect_stall, smooth
+
+    losses = np.r_[np.full(20, 1.25), np.full(580, 0.5)]  # outputs all saturated at 0
+    rl = smooth(losses)
+    assert rl[300] - rl[-1] > 0.02 * rl[300]  # rL still drifting down: the old rule misses it
+    assert not detect_stall(rl, 0.45)
+    assert detect_stall(rl, 0.45, losses=losses)
+    noisy = losses + np.random.default_rng(0).normal(0, 0.02, 600)  # a learner's noisy loss
+    assert not detect_stall(smooth(noisy), 0.45, losses=noisy)
+    assert not detect_stall(smooth(losses * 0.1), 0.45, losses=losses * 0.1)  # learned
 
 
 def test_ray_executor_gives_the_same_summary_as_serial(tmp_path):

@@ -192,15 +192,26 @@ def parse_ints(text: str, what: str = "seeds", minimum: int = 0,
 
 
 def parse_activations(texts: str | Sequence[str]) -> list[str]:
-    """``"tanh-linear:0,0.05,0.13"`` -> three activations; ``"sigmoid,relu"`` -> two.
-    Several texts (the option repeated) are concatenated.  Names are canonical."""
+    """``"tanh-linear:0,0.05,0.13"`` -> three activations; ``"sigmoid,relu"`` -> two;
+    ``"relu,leaky-relu:0.01,0.05"`` -> three (a bare number is another parameter of the
+    activation before it).  Several texts (the option repeated) are concatenated."""
     out = []
     for text in [texts] if isinstance(texts, str) else texts:
-        base, sep, params = str(text).partition(":")
-        names = ([f"{base}:{p}" for p in _items(params, "activation")] if sep
-                 else _items(base, "activation"))
-        out.extend(get_activation(n).name for n in names)
+        base = None
+        for item in _items(text, "activation"):
+            if base is not None and _is_number(item):
+                item = f"{base}:{item}"  # another parameter of the same activation
+            base = item.partition(":")[0] if ":" in item else None
+            out.append(get_activation(item).name)
     return _unique(out)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_data(text: str | None) -> list[str]:
@@ -886,9 +897,12 @@ def reproduce(o: ReproduceOptions, out_dir: str | os.PathLike, executor: str = "
                                         "sections": [s.key for s in sections]})
     t0 = time.perf_counter()
     run_sweep(plan(sections), out, executor, workers, address, log)
-    seconds = time.perf_counter() - t0
-    return write_report(out, sections, title="Reproduction of the paper's activation studies",
-                        preamble=reproduce_preamble(o, len(plan(sections)), seconds))
+    seconds = round(time.perf_counter() - t0, 1)
+    write_json(out / "reproduce.json", {"options": asdict(o),
+                                        "sections": [s.key for s in sections],
+                                        "seconds": seconds, "executor": executor,
+                                        "workers": workers or default_workers()})
+    return report(out)
 
 
 def reproduce_preamble(o: ReproduceOptions, n_runs: int, seconds: float | None) -> str:
@@ -898,7 +912,8 @@ def reproduce_preamble(o: ReproduceOptions, n_runs: int, seconds: float | None) 
     lines = [f"Data: {data.get(o.data, o.data)}. {o.iterations} iterations of batch "
              f"{o.batch_size} ({o.spec}, {o.dtype}, output layer sigmoid), seeds 0-"
              f"{o.seeds - 1}; {n_runs} distinct runs"
-             + (f", trained in {seconds:.0f} s." if seconds is not None else "."),
+             + (f"; the last `convprop reproduce` took {seconds:.0f} s (complete runs are "
+                f"reused)." if seconds is not None else "."),
              "\"Error\" in the paper's figures is taken to be the toolbox's smoothed loss "
              "rL (rL ← 0.99·rL + 0.01·L per batch); final rL is its value after the last "
              "iteration. Curves: mean over seeds, band = min to max over seeds. Verdicts "
@@ -909,14 +924,14 @@ def reproduce_preamble(o: ReproduceOptions, n_runs: int, seconds: float | None) 
     return "\n\n".join(lines)
 
 
-def load_reproduce(out_dir: Path) -> tuple[ReproduceOptions, list[Section]]:
+def load_reproduce(out_dir: Path) -> tuple[ReproduceOptions, list[Section], float | None]:
     try:
         meta = json.loads((out_dir / "reproduce.json").read_text())
         o = ReproduceOptions(**meta["options"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConvpropError(f"{out_dir / 'reproduce.json'}: not a convprop reproduce "
                             f"record ({exc})") from None
-    return o, reproduce_sections(o)
+    return o, reproduce_sections(o), meta.get("seconds")
 
 
 # --------------------------------------------------------------------------- report
@@ -937,10 +952,10 @@ def report(path: str | os.PathLike, log: Callable[[str], None] | None = None) ->
     if not p.is_dir():
         raise ConvpropError(f"{str(p)!r} is not a directory")
     if (p / "reproduce.json").is_file():
-        o, sections = load_reproduce(p)
+        o, sections, seconds = load_reproduce(p)
         return write_report(p, sections, title="Reproduction of the paper's activation "
                             "studies", preamble=reproduce_preamble(o, len(plan(sections)),
-                                                                   None))
+                                                                   seconds))
     if (p / "sweep.json").is_file():
         try:
             runs = [Run(**d) for d in json.loads((p / "sweep.json").read_text())["runs"]]

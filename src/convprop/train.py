@@ -117,20 +117,30 @@ def smooth(losses: np.ndarray, rl0: float | None = None) -> np.ndarray:
 
 
 def detect_stall(rl: np.ndarray, baseline: float | None = None,
-                 min_iterations: int = 100) -> bool:
+                 min_iterations: int = 100, losses: np.ndarray | None = None) -> bool:
     """A run *stalled* when its smoothed loss ends no better than guessing and stopped
     moving: rL at the end is above 0.8 x ``baseline`` (the loss of the best constant
     output, see ``losses.MSE.constant_baseline``; without it, half of the first rL) and
     fell by less than 2% over the second half of the run.  The outputs saturated at a
     constant and back-propagation carries (almost) no error.  A slow but steady learner
-    is not flagged: its rL keeps falling over the second half."""
+    is not flagged: its rL keeps falling over the second half.
+
+    With the batch ``losses``, a run is also stalled when its loss is above that level
+    and the same for every batch of the last quarter (relative spread below 1e-3): the
+    outputs no longer depend on the input (e.g. all saturated at 0, L = 0.5 exactly),
+    while rL, a 100-batch average, may still be drifting down from an early peak."""
     rl = np.asarray(rl, dtype=float)
     if len(rl) < min_iterations or not np.all(np.isfinite(rl)):
         return False
+    level = 0.8 * baseline if baseline is not None else 0.5 * rl[0]
     mid, last = rl[len(rl) // 2], rl[-1]
-    not_learned = last > (0.8 * baseline if baseline is not None else 0.5 * rl[0])
     flat = (mid - last) < 0.02 * abs(mid)
-    return bool(not_learned and flat)
+    if last > level and flat:
+        return True
+    if losses is not None and len(losses) >= min_iterations:
+        tail = np.asarray(losses[-(len(losses) // 4):], dtype=float)
+        return bool(tail.mean() > level and np.ptp(tail) < 1e-3 * tail.mean())
+    return False
 
 
 class Trainer:
@@ -225,7 +235,8 @@ class Trainer:
         if self.status == "running":
             p = np.bincount(self.labels, minlength=self.net.n_outputs) / len(self.labels)
             baseline = self.net.loss.constant_baseline(p)
-            stalled = detect_stall(np.asarray(self.rl), baseline)
+            stalled = detect_stall(np.asarray(self.rl), baseline,
+                                   losses=np.asarray(self.losses))
             self.status = "stalled" if stalled else "completed"
             if self.status == "stalled":
                 self.message = ("the loss stayed flat near its starting value: the outputs "
