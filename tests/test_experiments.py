@@ -53,7 +53,9 @@ def test_bad_seed_lists_are_one_line_errors(text):
     (dict(activation="swish"), "unknown activation"), (dict(activation="relu,0.1"), "relu"),
     (dict(spec="6c5-2q"), "6c5-2q"),
     (dict(dtype="float16"), "float16"), (dict(batch_size="0"), "--batch-size"),
-    (dict(iterations="10", epochs="1"), "not both"), (dict(data="/no/such/dir"), "/no/such"),
+    (dict(iterations="10", epochs="1"), "not both"), (dict(loss="mse,hinge"), "hinge"),
+    (dict(optimizer="sgd,rmsprop"), "rmsprop"), (dict(init="dlt,zeros"), "zeros"),
+    (dict(data="/no/such/dir"), "/no/such"),
 ])
 def test_bad_grids_are_one_line_errors(kwargs, needle):
     with pytest.raises(ConvpropError) as exc:
@@ -83,7 +85,9 @@ def test_run_names_are_stable_and_distinguish_every_parameter():
                 ex.Run(**{**base.to_dict(), "dtype": "float32"}),
                 ex.Run(**{**base.to_dict(), "iterations": None, "epochs": 1}),
                 ex.Run(**{**base.to_dict(), "data": "/tmp"}),
-                ex.Run(**{**base.to_dict(), "seed": 3})]
+                ex.Run(**{**base.to_dict(), "seed": 3}),
+                ex.Run(**{**base.to_dict(), "loss": "cross-entropy"}),
+                ex.Run(**{**base.to_dict(), "optimizer": "adam"})]
     assert len({v.name for v in variants}) == len(variants)
     assert "/" not in "".join(v.name for v in variants)
 

@@ -117,6 +117,30 @@ def test_reproduce_on_the_sample_writes_every_figure_and_verdict(tmp_path, capsy
     assert (out / "report.md").read_text().split("\n\n")[2:] == report.split("\n\n")[2:]
 
 
+def test_reproduce_flags_and_sections_can_be_added(tmp_path, capsys, monkeypatch):
+    from convprop.cli import sweep as sweep_cli
+
+    seen = []
+
+    def add_flag(parser):
+        parser.add_argument("--shout", action="store_true")
+
+    def section(o):
+        seen.append(o.extra)
+        return [ex.SweepSection("mine", "Mine", o.run("sigmoid", 1.0))]
+
+    monkeypatch.setattr(sweep_cli, "REPRODUCE_FLAGS", [add_flag])
+    monkeypatch.setattr(ex, "REPRODUCE_SECTIONS", [section])
+    out = tmp_path / "r"
+    assert main(["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "5",
+                 "--seeds", "1", "--shout", "--executor", "serial", "--out", str(out)]) == 0
+    assert seen[0] == {"shout": True}
+    assert json.loads((out / "reproduce.json").read_text())["options"]["extra"] == {
+        "shout": True}
+    assert "## Mine" in (out / "report.md").read_text() and (out / "mine.png").is_file()
+    assert main(["report", str(out)]) == 0 and seen[-1] == {"shout": True}
+
+
 def test_reproduce_without_full_mnist_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CONVPROP_DATA_DIR", str(tmp_path / "empty"))
     assert main(["reproduce", "--seeds", "1", "--out", str(tmp_path / "r")]) == 2

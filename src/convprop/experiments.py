@@ -87,12 +87,16 @@ class Run:
     epochs: int | None = None
     dtype: str = "float32"
     data: str = "sample"
+    loss: str = "mse"
+    optimizer: str = "sgd"
+    init: str = "dlt"
 
     def config(self) -> TrainConfig:
         return TrainConfig(spec=self.spec, activation=self.activation, lr=self.lr,
                            batch_size=self.batch_size, epochs=self.epochs,
                            iterations=self.iterations, seed=self.seed, dtype=self.dtype,
-                           data=self.data)
+                           data=self.data, loss=self.loss, optimizer=self.optimizer,
+                           init=self.init)
 
     @property
     def length(self) -> str:
@@ -108,10 +112,14 @@ class Run:
 
     @property
     def name(self) -> str:
-        """Folder name, from every parameter: ``tanh-linear=0.13_lr0.1_bs50_..._seed0``."""
+        """Folder name, from every parameter: ``tanh-linear=0.13_lr0.1_bs50_..._seed0``
+        (loss, optimizer and init appear only when not the paper's mse, sgd, dlt)."""
+        extras = [v for v, default in ((self.loss, "mse"), (self.optimizer, "sgd"),
+                                       (self.init, "dlt")) if v != default]
         return "_".join([self.activation.replace(":", "="), f"lr{_fmt(self.lr)}",
                          f"bs{self.batch_size}", self.spec, self.length, self.dtype,
-                         self.data_tag, f"seed{self.seed}"])
+                         self.data_tag, *[e.replace(":", "=") for e in extras],
+                         f"seed{self.seed}"])
 
     @property
     def setting(self) -> Run:
@@ -142,7 +150,8 @@ def varying_axes(runs: Iterable[Run]) -> list[str]:
     """The parameters (seed aside) that take more than one value among ``runs``."""
     runs = list(runs)
     return [a for a in ("activation", "lr", "batch_size", "spec", "iterations", "epochs",
-                        "dtype", "data") if len({getattr(r, a) for r in runs}) > 1]
+                        "dtype", "data", "loss", "optimizer", "init")
+            if len({getattr(r, a) for r in runs}) > 1]
 
 
 # --------------------------------------------------------------------------- grids
@@ -250,6 +259,9 @@ class Grid:
     epochs: list[int | None] = field(default_factory=lambda: [None])
     dtype: list[str] = field(default_factory=lambda: ["float32"])
     data: list[str] = field(default_factory=lambda: ["sample"])
+    loss: list[str] = field(default_factory=lambda: ["mse"])
+    optimizer: list[str] = field(default_factory=lambda: ["sgd"])
+    init: list[str] = field(default_factory=lambda: ["dlt"])
     seed: list[int] = field(default_factory=lambda: [0])
 
     def size(self) -> int:
@@ -263,10 +275,11 @@ class Grid:
             raise ConvpropError(f"the grid has {n} runs, more than the limit of {limit} "
                                 f"(use --force to run it anyway)")
         out = []
-        for act, lr, bs, spec, it, ep, dt, data, seed in itertools.product(
+        for act, lr, bs, spec, it, ep, dt, data, loss, opt, init, seed in itertools.product(
                 self.activation, self.lr, self.batch_size, self.spec, self.iterations,
-                self.epochs, self.dtype, self.data, self.seed):
-            run = Run(act, lr, bs, spec, seed, it, ep, dt, data)
+                self.epochs, self.dtype, self.data, self.loss, self.optimizer, self.init,
+                self.seed):
+            run = Run(act, lr, bs, spec, seed, it, ep, dt, data, loss, opt, init)
             run.config().validate()
             out.append(run)
         return out
@@ -276,7 +289,8 @@ def parse_grid(activation: str | Sequence[str] | None = None, lr: str | None = N
                batch_size: str | None = None, spec: str | None = None,
                iterations: str | None = None, epochs: str | None = None,
                dtype: str | None = None, data: str | None = None,
-               seeds: str | None = None) -> Grid:
+               seeds: str | None = None, loss: str | None = None,
+               optimizer: str | None = None, init: str | None = None) -> Grid:
     """The grid of ``convprop sweep``'s options (each a comma list; None = default)."""
     from convprop.network import parse_spec
 
@@ -304,6 +318,9 @@ def parse_grid(activation: str | Sequence[str] | None = None, lr: str | None = N
             raise ConvpropError(f"--dtype: {bad[0]!r} is not float32 or float64")
     if seeds is not None:
         g.seed = parse_ints(seeds, "seeds")
+    for name, text in (("loss", loss), ("optimizer", optimizer), ("init", init)):
+        if text is not None:
+            setattr(g, name, _unique(_items(text, name)))  # checked by TrainConfig.validate
     return g
 
 
@@ -352,7 +369,9 @@ def execute_run(run: Run, run_dir: str) -> dict[str, Any]:
     """Train ``run`` into ``run_dir`` (a worker's job); returns its summary.json."""
     from convprop.train import run_training
 
-    with np.errstate(all="ignore"):  # a diverging run overflows; it is reported as such
+    # One BLAS thread whatever the executor (a multi-threaded BLAS may sum in another
+    # order); a diverging run overflows, which is reported as such, not warned about.
+    with _one_blas_thread(), np.errstate(all="ignore"):
         summary = run_training(run.config(), run_dir, dataset=dataset(run.data))
     summary.pop("_network", None)
     return summary
@@ -381,6 +400,15 @@ def _env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Limit the BLAS of this process to one thread (workers also get THREAD_ENV)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
 
 
 def default_workers() -> int:
@@ -429,7 +457,8 @@ def _execute_ray(runs, root, address, workers):
         import ray
     except ImportError:
         raise ConvpropError("--executor ray needs Ray: pip install 'convprop[ray]'") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": THREAD_ENV},
                                   "log_to_driver": False}
         if address:
@@ -443,15 +472,21 @@ def _execute_ray(runs, root, address, workers):
                                 f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
     task = ray.remote(num_cpus=1)(_execute_run_files)
     pending = {task.remote(r): r for r in runs}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        run = pending.pop(done[0])
-        summary, files = ray.get(done[0])
-        out = ensure_dir(root / run.name)
-        for name in sorted(files, key=lambda n: n == "summary.json"):  # summary.json last
-            with atomic_open(out / name, "wb") as fh:
-                fh.write(files[name])
-        yield run, summary
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(done[0])
+            summary, files = ray.get(done[0])
+            out = ensure_dir(root / run.name)
+            for name in sorted(files, key=lambda n: n == "summary.json"):  # summary last
+                with atomic_open(out / name, "wb") as fh:
+                    fh.write(files[name])
+            yield run, summary
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+        if started:
+            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -31,6 +31,9 @@ def register(sub) -> None:
     s.add_argument("--data", metavar="LIST",
                    help="sample, mnist or directories (default: full MNIST if cached, else "
                         "the sample)")
+    s.add_argument("--loss", metavar="LIST", help="losses (default mse)")
+    s.add_argument("--optimizer", metavar="LIST", help="optimisers (default sgd)")
+    s.add_argument("--init", metavar="LIST", help="initialisations (default dlt)")
     s.add_argument("--force", action="store_true",
                    help="allow a grid of more than 1000 runs")
     s.add_argument("--out", metavar="DIR", default="runs/sweep",
@@ -56,7 +59,11 @@ def register(sub) -> None:
                    help="architecture (default the paper's 6c5-2s-12c5-2s; smaller ones for "
                         "quick checks)")
     add_executor_options(r)
-    r.set_defaults(func=cmd_reproduce)
+    before = {a.dest for a in r._actions}
+    for add in REPRODUCE_FLAGS:
+        add(r)
+    r.set_defaults(func=cmd_reproduce,
+                   extra_dests=[a.dest for a in r._actions if a.dest not in before])
 
     p = sub.add_parser(
         "report", help="redraw figures and report.md from stored results",
@@ -64,6 +71,12 @@ def register(sub) -> None:
                     "from its stored files, without training.")
     p.add_argument("path", metavar="RUN_OR_SWEEP_DIR")
     p.set_defaults(func=cmd_report)
+
+
+#: Functions ``add(reproduce_parser)`` that add flags to ``convprop reproduce``; each
+#: flag's value lands in ``ReproduceOptions.extra[dest]`` (e.g. ``--modern`` ->
+#: ``extra["modern"]``) for the section factories in ``experiments.REPRODUCE_SECTIONS``.
+REPRODUCE_FLAGS: list = []
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -82,7 +95,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     grid = ex.parse_grid(activation=args.activation, lr=args.lr, batch_size=args.batch_size,
                          spec=args.spec, iterations=args.iterations, epochs=args.epochs,
-                         dtype=args.dtype, data=args.data, seeds=args.seeds)
+                         dtype=args.dtype, data=args.data, seeds=args.seeds, loss=args.loss,
+                         optimizer=args.optimizer, init=args.init)
     runs = grid.runs(limit=None if args.force else ex.MAX_RUNS)
     if "sample" in grid.data and args.data is None:
         info("data: the bundled MNIST sample (full MNIST is not cached; `convprop data fetch`)")
@@ -103,7 +117,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if data == "sample":
         info("WARNING: --data sample is the bundled 10k/2k subset, NOT the paper's setting "
              "(full MNIST); the report says so and its numbers are not comparable")
-    o = ex.ReproduceOptions(seeds=args.seeds, data=data, iterations=args.iterations)
+    o = ex.ReproduceOptions(seeds=args.seeds, data=data, iterations=args.iterations,
+                            extra={d: getattr(args, d) for d in args.extra_dests})
     if args.spec is not None:
         from convprop.network import parse_spec
 
