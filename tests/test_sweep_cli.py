@@ -108,7 +108,10 @@ def test_reproduce_on_the_sample_writes_every_figure_and_verdict(tmp_path, capsy
     rows = ex.read_summary(out / "summary.csv")
     assert len(rows) == 2 * 21 == len({r["run"] for r in rows})  # shared runs trained once
     meta = json.loads((out / "reproduce.json").read_text())
-    assert meta["options"]["seeds"] == 2 and meta["sections"] == ["fig6", "fig7", "fig9"]
+    assert meta["options"]["seeds"] == 2
+    assert meta["sections"] == ["activations", "fig6", "fig7", "fig9"]
+    for stem in ("fig4_tanh", "fig5_tanh_linear", "fig8_relu"):
+        assert f"({stem}.png)" in report and (out / f"{stem}.png").is_file()
     # a second call reuses every run; `report` rebuilds the same text
     assert main(["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "20",
                  "--seeds", "2", "--out", str(out)]) == 0

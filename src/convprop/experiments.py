@@ -829,6 +829,26 @@ class ClaimSection(SweepSection):
         return "\n\n".join([head, claim, rest])
 
 
+@dataclass
+class ActivationSection:
+    """The paper's Figures 4, 5 and 8: each activation and its derivative (no runs)."""
+
+    key: str = "activations"
+    title: str = "Figures 4, 5, 8: the activations and their derivatives"
+
+    def plan(self) -> list[Run]:
+        return []
+
+    def render(self, results: Results, out_dir: Path) -> str:
+        from convprop import plots
+
+        images = []
+        for stem, (title, names) in plots.PAPER_ACTIVATION_FIGURES.items():
+            plots.activation_figure(names, out_dir / f"{stem}.png", title)
+            images.append(f"![{title}]({stem}.png)")
+        return "\n\n".join([f"## {self.title}", *images])
+
+
 # --------------------------------------------------------------------------- reproduce
 
 
@@ -868,6 +888,7 @@ def paper_sections(o: ReproduceOptions) -> list[Section]:
     fig9 = act("leaky-relu", ALPHAS + ALPHAS_BEYOND, FIG9_LR)
     fig9_paper = [r for r in fig9 if r.activation in {f"leaky-relu:{_fmt(a)}" for a in ALPHAS}]
     return [
+        ActivationSection(),
         ClaimSection(
             "fig6", "Figure 6: tanh(x) + k·x for several k", fig6,
             text=(f"k in {{{', '.join(_fmt(k) for k in K_VALUES)}}}, learning rate "
