@@ -813,6 +813,11 @@ class ClaimSection(SweepSection):
         word, reason = verdict(pool, claimed)
         return word, reason, stats, pool
 
+    def best_line(self, stats: Sequence[SettingStats]) -> str:
+        if self.candidates is None:
+            return super().best_line(stats)
+        return f"Best setting of all, those beyond the paper included: {self.best(stats)}."
+
     def render(self, results: Results, out_dir: Path) -> str:
         word, reason, stats, pool = self.verdict(results)
         claimed = next((s for s in stats if self.claimed is not None
@@ -974,8 +979,9 @@ def reproduce_preamble(o: ReproduceOptions, n_runs: int, seconds: float | None) 
              "rL (rL ← 0.99·rL + 0.01·L per batch); final rL is its value after the last "
              "iteration. Curves: mean over seeds, band = min to max over seeds. Verdicts "
              "compare mean final rL by a paired t-test over seeds at level 0.05. A run "
-             "*stalled* if its rL stayed flat near the constant-output loss; *diverged* if "
-             "the loss or a parameter became non-finite.",
+             "*stalled* if it ended no better than a constant output and stopped moving "
+             "(rL flat over the second half, or the batch loss the same for every batch of "
+             "the last quarter); *diverged* if the loss or a parameter became non-finite.",
              "The paper's claims come from single runs; spreads over seeds are ours."]
     return "\n\n".join(lines)
 
