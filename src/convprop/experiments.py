@@ -870,7 +870,7 @@ class ReproduceOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def run(self, activation: str, lr: float) -> list[Run]:
-        return [Run(activation, lr, self.batch_size, self.spec, seed, self.iterations, None,
+        return [Run(activation, float(lr), self.batch_size, self.spec, seed, self.iterations, None,
                     self.dtype, self.data) for seed in range(self.seeds)]
 
 
