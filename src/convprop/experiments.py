@@ -344,8 +344,9 @@ def read_complete(run: Run, run_dir: Path) -> dict[str, Any] | None:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
+    wanted = json.loads(json.dumps(run.config().to_dict()))  # as stored: tuples -> lists
     if (not isinstance(summary, dict) or summary.get("status") not in STATUSES
-            or summary.get("config") != run.config().to_dict()
+            or summary.get("config") != wanted
             or not (run_dir / "metrics.csv").is_file()):
         return None
     return summary
