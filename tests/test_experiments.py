@@ -92,6 +92,18 @@ def test_run_names_are_stable_and_distinguish_every_parameter():
     assert "/" not in "".join(v.name for v in variants)
 
 
+def test_runs_from_train_configs_round_trip():
+    from convprop.train import TrainConfig
+
+    config = TrainConfig(activation="leaky-relu:0.05", lr=1, iterations=30, seed=2,
+                         data="sample", loss="mse")
+    run = ex.Run.from_config(config)
+    assert run.config() == config and run.options == () and run.lr == 1.0
+    assert ex.Run(**run.to_dict()) == run
+    with pytest.raises(ConvpropError, match="unknown training option"):
+        ex.Run(options=(("warp", 9),)).config()
+
+
 # --------------------------------------------------------------------------- statistics
 
 def test_student_t_matches_scipy():

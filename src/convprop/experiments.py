@@ -90,13 +90,30 @@ class Run:
     loss: str = "mse"
     optimizer: str = "sgd"
     init: str = "dlt"
+    options: tuple = ()  # any other TrainConfig fields: sorted (name, value) pairs
+
+    def __post_init__(self):  # options read back from JSON: lists -> tuples
+        object.__setattr__(self, "options", tuple(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in self.options))
 
     def config(self) -> TrainConfig:
-        return TrainConfig(spec=self.spec, activation=self.activation, lr=self.lr,
-                           batch_size=self.batch_size, epochs=self.epochs,
-                           iterations=self.iterations, seed=self.seed, dtype=self.dtype,
-                           data=self.data, loss=self.loss, optimizer=self.optimizer,
-                           init=self.init)
+        return TrainConfig.from_dict(dict(
+            spec=self.spec, activation=self.activation, lr=self.lr,
+            batch_size=self.batch_size, epochs=self.epochs, iterations=self.iterations,
+            seed=self.seed, dtype=self.dtype, data=self.data, loss=self.loss,
+            optimizer=self.optimizer, init=self.init, **dict(self.options)))
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> Run:
+        """The run of a TrainConfig (``data`` None: full MNIST if cached, else the
+        sample); fields beyond Run's own go into ``options`` when not the default."""
+        d, default = config.to_dict(), TrainConfig().to_dict()
+        own = {f: d.pop(f) for f in cls.__dataclass_fields__ if f != "options"}
+        own["data"] = parse_data(own["data"])[0]
+        own["lr"] = float(own["lr"])
+        extra = sorted((k, tuple(v) if isinstance(v, list) else v)
+                       for k, v in d.items() if v != default[k])
+        return cls(**own, options=tuple(extra))
 
     @property
     def length(self) -> str:
@@ -113,9 +130,10 @@ class Run:
     @property
     def name(self) -> str:
         """Folder name, from every parameter: ``tanh-linear=0.13_lr0.1_bs50_..._seed0``
-        (loss, optimizer and init appear only when not the paper's mse, sgd, dlt)."""
+        (loss, optimizer, init and ``options`` appear only when not the defaults)."""
         extras = [v for v, default in ((self.loss, "mse"), (self.optimizer, "sgd"),
                                        (self.init, "dlt")) if v != default]
+        extras += [f"{k}={_option_text(v)}" for k, v in self.options]
         return "_".join([self.activation.replace(":", "="), f"lr{_fmt(self.lr)}",
                          f"bs{self.batch_size}", self.spec, self.length, self.dtype,
                          self.data_tag, *[e.replace(":", "=") for e in extras],
@@ -130,6 +148,12 @@ class Run:
         return asdict(self)
 
 
+def _option_text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(_option_text(v) for v in value)
+    return _fmt(value) if isinstance(value, float) else str(value).replace("/", "-")
+
+
 def describe(setting: Run, axes: Sequence[str]) -> str:
     """Label of a setting from the parameters that vary (``k=0.13``-style for one axis)."""
     parts = []
@@ -141,6 +165,8 @@ def describe(setting: Run, axes: Sequence[str]) -> str:
             parts.append(value)
         elif axis == "data":
             parts.append(setting.data_tag)
+        elif axis == "options":
+            parts.append(" ".join(f"{k} {_option_text(v)}" for k, v in value) or "defaults")
         else:
             parts.append(f"{axis.replace('_', ' ')} {value}")
     return ", ".join(parts) or setting.activation
@@ -150,7 +176,7 @@ def varying_axes(runs: Iterable[Run]) -> list[str]:
     """The parameters (seed aside) that take more than one value among ``runs``."""
     runs = list(runs)
     return [a for a in ("activation", "lr", "batch_size", "spec", "iterations", "epochs",
-                        "dtype", "data", "loss", "optimizer", "init")
+                        "dtype", "data", "loss", "optimizer", "init", "options")
             if len({getattr(r, a) for r in runs}) > 1]
 
 
