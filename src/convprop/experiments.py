@@ -33,8 +33,10 @@ Report extension point
 :class:`ClaimSection` (the same plus the paper's claim and a verdict) are the ones
 used here.  To add a section to every reproduction, append a factory
 ``f(options: ReproduceOptions) -> list[Section]`` to :data:`REPRODUCE_SECTIONS`;
-``ReproduceOptions.extra`` carries flags of your own (e.g. ``{"modern": True}``), and
-is stored in ``reproduce.json`` so ``convprop report`` rebuilds the same sections.
+``ReproduceOptions.extra`` carries flags of your own (e.g. ``{"modern": True}``, added
+to the command by ``cli.sweep.REPRODUCE_FLAGS``), and is stored in ``reproduce.json``
+so ``convprop report`` rebuilds the same sections.  :meth:`Run.from_config` turns any
+``TrainConfig`` into a run; a run's files are in ``out_dir/runs/<run.name>/``.
 :func:`write_report` renders any list of sections into ``report.md``.
 """
 
