@@ -466,7 +466,10 @@ def execute(runs: Sequence[Run], root: Path, executor: str = "process",
 
 
 def _execute_processes(runs, root, workers):
+    """Spawned workers import the caller's main module: a script that sweeps needs the
+    usual ``if __name__ == "__main__":`` guard (as with any spawn pool)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     # The workers inherit THREAD_ENV at spawn, before they import numpy.
     with _env(THREAD_ENV):
@@ -476,7 +479,16 @@ def _execute_processes(runs, root, workers):
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: runs.index(pending[f])):
-                    yield pending.pop(fut), fut.result()
+                    run = pending.pop(fut)
+                    try:
+                        summary = fut.result()
+                    except BrokenProcessPool:
+                        raise ConvpropError(
+                            f"a worker process died during run {run.name} (out of memory, "
+                            f"killed, or a main script without an `if __name__ == "
+                            f"\"__main__\":` guard); runs finished so far are kept, try "
+                            f"--executor serial") from None
+                    yield run, summary
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
