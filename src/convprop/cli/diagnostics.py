@@ -1,36 +1,12 @@
 """``convprop plot diagnostics RUN... [-o out.png]``: gradient-flow figures.
 
-The ``plot`` command group lives in ``cli/plot.py`` (its ``SUBCOMMANDS`` tuple lists
-:func:`register_plot_diagnostics`).  Until that module is installed, :func:`register`
-creates a minimal ``plot`` group holding only ``diagnostics``.
+The ``plot`` command group lives in ``cli/plot.py``; its ``SUBCOMMANDS`` tuple lists
+:func:`register_plot_diagnostics`.
 """
 
 from __future__ import annotations
 
 import argparse
-
-
-def register(sub) -> None:
-    from convprop.cli import COMMAND_MODULES
-
-    if "plot" in COMMAND_MODULES:
-        return  # cli/plot.py registers us
-    existing = sub.choices.get("plot")  # another module's interim plot group
-    if existing is not None:
-        action = next(a for a in existing._actions if isinstance(a, argparse._SubParsersAction))
-        register_plot_diagnostics(action)
-        return
-    p = sub.add_parser("plot", help="draw figures from stored results",
-                       description="Draw figures from stored results.")
-    plot_sub = p.add_subparsers(dest="plot_command", metavar="FIGURE",
-                                parser_class=type(p))
-    register_plot_diagnostics(plot_sub)
-
-    def usage(args: argparse.Namespace) -> int:
-        p.print_help()
-        return 2
-
-    p.set_defaults(func=usage)
 
 
 def register_plot_diagnostics(plot_sub) -> None:

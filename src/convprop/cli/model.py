@@ -52,13 +52,6 @@ def register(sub) -> None:
                    help="MAT-file version: 7 (compressed, default) or 6")
     e.set_defaults(func=cmd_export)
 
-    from convprop.cli import COMMAND_MODULES
-
-    if "plot" not in COMMAND_MODULES:  # until the plot group is merged: a minimal one
-        plot = sub.add_parser("plot", help="figures", description="Draw figures.")
-        register_plot_features(plot.add_subparsers(dest="plot_command", metavar="FIGURE"))
-        plot.set_defaults(func=lambda args: plot.print_help() or 2)
-
 
 def register_plot_features(plot_sub) -> None:
     f = plot_sub.add_parser(
