@@ -205,12 +205,13 @@ def _exp_overload(x):
 
 
 @njit(**_FWD)
-def _correlate_block(x3, w, o, i, t0, acc, nb):
-    """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc):
-    a block of output row i of map o (nb = batch size; the 5x5 case unrolled)."""
+def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
+    """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc)
+    and u_lo <= u < u_hi: a block of output row i of map o (nb = batch size; the 5x5
+    case unrolled)."""
     n_in, k, m = w.shape[1], w.shape[2], acc.shape[0]
     for c in range(n_in):
-        for u in range(k):
+        for u in range(u_lo, u_hi):
             row = x3[c, i + u, t0:]
             if k == 5:
                 w0, w1, w2, w3, w4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
@@ -271,7 +272,7 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
         for i in range(ho):
             zr[:] = b[o]
             for t0 in range(0, m, _BLOCK):
-                _correlate_block(x3, w, o, i, t0, zr[t0:t0 + _BLOCK], nb)
+                _correlate_block(x3, w, o, i, t0, zr[t0:t0 + _BLOCK], nb, 0, k)
             _activate(code, consts[1], consts[0], zr, ar)
             if keep_z:
                 z[o, i].reshape(m)[:] = zr
@@ -313,16 +314,19 @@ def _derivative(code, param, one, z, a, d):
 def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
-    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da).  Computes
+    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
+    them (either may be empty if f' does not read it).  Computes
     δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
     db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
     n_out, n_in, k, nb = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
-    ho, wo = z.shape[1], z.shape[2]
+    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     m = wo * nb
     x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    z3, a3 = z.reshape(n_out, ho, m), a.reshape(n_out, ho, m)
     dp3 = dp.reshape(n_out, ho // s, (wo // s) * nb)
     delta = np.empty((n_out, ho, m), x.dtype)
+    # z or a may be empty when f' does not need it (sigmoid needs only a, relu only z)
+    z3 = z.reshape(n_out, ho, m) if z.size > 0 else delta
+    a3 = a.reshape(n_out, ho, m) if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
     for o in range(n_out):
         for i in range(ho):
@@ -377,18 +381,27 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                         dw[o, c, u, v] = g
     if dx.size == 0:
         return
-    dx3 = dx.reshape(n_in, dx.shape[1], dx.shape[2] * nb)
-    dx3[...] = 0
+    # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
+    # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
+    h, wd = dx.shape[1], dx.shape[2]
+    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x.dtype)
     for o in range(n_out):
         for i in range(ho):
-            drow = delta[o, i]
-            for c in range(n_in):
-                for u in range(k):
-                    row = dx3[c, i + u]
-                    for v in range(k):
-                        wv, r = w[o, c, u, v], row[v * nb:]
-                        for t in range(m):
-                            r[t] += wv * drow[t]
+            pad[o, i + k - 1, (k - 1) * nb:(k - 1 + wo) * nb] = delta[o, i]
+    wt = np.empty((n_in, n_out, k, k), x.dtype)
+    for o in range(n_out):
+        for c in range(n_in):
+            for u in range(k):
+                for v in range(k):
+                    wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
+    dx3 = dx.reshape(n_in, h, wd * nb)
+    for c in range(n_in):
+        for p in range(h):
+            acc = dx3[c, p]
+            acc[:] = 0
+            u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
+            for t0 in range(0, wd * nb, _BLOCK):
+                _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
 
 
 def mean_pool_chwn(a: np.ndarray, s: int) -> np.ndarray:

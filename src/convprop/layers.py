@@ -37,6 +37,8 @@ _FUSED = {
                       (Tanh, kernels.TANH), (TanhLinear, kernels.TANH_LINEAR),
                       (ReLU, kernels.RELU), (LeakyReLU, kernels.LEAKY_RELU)]
 }
+_NEEDS_Z = (kernels.TANH_LINEAR, kernels.RELU, kernels.LEAKY_RELU)  # f' reads z
+_NEEDS_A = (kernels.SIGMOID, kernels.TANH, kernels.TANH_LINEAR)  # f' reads a = f(z)
 
 
 def fused_code(act: Activation) -> tuple[int, float] | None:
@@ -112,8 +114,9 @@ class Conv:
         consts = np.array([1.0, param, 1.0 / (pool * pool)], dtype=dt)
         empty = _EMPTY[dt]
         if fused is not None:
-            z = np.empty((n_out, ho, wo, n), dt) if keep else empty
-            a = np.empty((n_out, ho, wo, n), dt) if keep or pool == 1 else empty
+            z = np.empty((n_out, ho, wo, n), dt) if keep and code in _NEEDS_Z else empty
+            a = (np.empty((n_out, ho, wo, n), dt) if (keep and code in _NEEDS_A) or pool == 1
+                 else empty)
             p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty
             kernels.conv_forward(x, w, b, code, consts, pool, z, a, p)
         else:  # generic activation: the kernel gives z, the activation object f(z)
