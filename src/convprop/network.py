@@ -108,6 +108,8 @@ class Network:
     Build it with :meth:`from_spec`; ``forward`` gives outputs, ``loss_and_grads`` the
     loss and every parameter's gradient by back-propagation (equations 1-14)."""
 
+    slice_bytes = 256  # images per inference slice x bytes per value (see forward)
+
     def __init__(self, spec: str, activation: str | Activation = "sigmoid",
                  input_shape: Sequence[int] = (28, 28), n_outputs: int = 10,
                  dtype: Any = "float64", loss: str = "mse"):
@@ -228,9 +230,18 @@ class Network:
 
     # ---------------------------------------------------------- computation
     def forward(self, x: Any) -> np.ndarray:
-        """Outputs o (N, n_outputs) for inputs x (N, H, W) or (N, C, H, W)."""
-        o, _ = self._run(to_chwn(self._inputs(x)), keep=False)
-        return np.ascontiguousarray(o.T)
+        """Outputs o (N, n_outputs) for inputs x (N, H, W) or (N, C, H, W).
+
+        Inference runs in slices of :attr:`slice_bytes` / itemsize images (64 in float32,
+        32 in float64): the kernels' rows then stay in the L1/L2 caches, which a
+        1000-image batch would overflow."""
+        x = self._inputs(x)
+        step = max(1, self.slice_bytes // x.dtype.itemsize)
+        o = np.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
+        for i in range(0, x.shape[0], step):
+            oi, _ = self._run(to_chwn(x[i : i + step]), keep=False)
+            o[i : i + step] = oi.T
+        return o
 
     def _run(self, a: np.ndarray, keep: bool) -> tuple[np.ndarray, list[Any]]:
         """The layers in the CHWN layout (a convolution and the mean-pooling after it as
