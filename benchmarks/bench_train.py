@@ -38,14 +38,16 @@ PEAK_GFLOPS = {"float32": 319.0, "float64": 162.0}  # issue 3: GEMM peak, this m
 LR = 1.0
 
 
-def runners(dtype: str, images, labels, batch: int, iterations: int):
+def runners(dtype: str, images, labels, batch: int, iterations: int,
+            max_images: int = 60_000):
     """(convprop run, torch run): each trains ``iterations`` steps on consecutive batches
-    of a fixed shuffled copy of the data and returns its elapsed seconds."""
+    of a fixed shuffled copy of (at most ``max_images`` of) the data and returns its
+    elapsed seconds."""
     net = Network.from_spec(SPEC, activation="sigmoid", seed=0, dtype=dtype)
     model = torch_twin(net)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     rng = np.random.default_rng(0)
-    perm = rng.permutation(len(images))
+    perm = rng.permutation(len(images))[:max(max_images, batch)]
     xs = as_float(images[perm], dtype)
     ys = labels[perm].astype(np.int64)
     onehot = np.eye(10, dtype=dtype)[ys]
@@ -79,23 +81,27 @@ def runners(dtype: str, images, labels, batch: int, iterations: int):
     return net, run_convprop, run_torch
 
 
-def speed(ds, dtype, batch, iterations, rounds):
-    net, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, iterations)
+def speed(ds, dtype, batch, iterations, rounds, max_images):
+    net, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, iterations, max_images)
     alternate(run_c, run_t, 2)  # warm-up: numba compiles (or loads its cache), torch allocs
     tc, tt = alternate(run_c, run_t, rounds)
     return net, statistics.median(tc) / iterations, statistics.median(tt) / iterations, \
         median_ratio(tt, tc)
 
 
-def memory_check(ds, dtype: str, iterations: int, epochs: int = 3) -> list[float]:
-    """Traced Python/numpy memory (MB) after each of ``epochs`` blocks of training."""
-    net, run_c, _ = runners(dtype, ds.train_x, ds.train_y, 50, iterations)
+def memory_check(ds, dtype: str, iterations: int, max_images: int, epochs: int = 3
+                 ) -> list[float]:
+    """(memory still held, peak) in MB for each of ``epochs`` blocks of training, traced
+    from the start of the first block (numpy's arrays included)."""
+    net, run_c, _ = runners(dtype, ds.train_x, ds.train_y, 50, iterations, max_images)
     run_c()
     tracemalloc.start()
     after = []
     for _ in range(epochs):
+        tracemalloc.reset_peak()
         run_c()
-        after.append(tracemalloc.get_traced_memory()[0] / 2**20)
+        held, peak = tracemalloc.get_traced_memory()
+        after.append((held / 2**20, peak / 2**20))
     tracemalloc.stop()
     return after
 
@@ -104,6 +110,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     iterations = 20 if args.quick else 100
     rounds = args.rounds or (5 if args.quick else 11)
+    max_images = 5_000 if args.quick else 60_000
     ds = data(args.data)
     print(f"machine: {machine()}")
     print(f"network {SPEC}, sigmoid, MSE, SGD lr {LR}; data: {ds.name}; {rounds} alternating "
@@ -111,7 +118,7 @@ def main() -> None:
 
     rows, ratios = [], {}
     for dtype in DTYPES:
-        net, c, t, ratio = speed(ds, dtype, 50, iterations, rounds)
+        net, c, t, ratio = speed(ds, dtype, 50, iterations, rounds, max_images)
         gflops = flops_per_image(net) * 50 / c / 1e9
         ratios[dtype] = ratio
         rows.append([dtype, f"{c * 1200:.2f}", f"{t * 1200:.2f}", f"{ratio:.2f}x",
@@ -124,17 +131,19 @@ def main() -> None:
     for batch in (50, 128, 256):
         for dtype in DTYPES:
             its = max(4, iterations * 50 // batch)
-            _, c, t, ratio = speed(ds, dtype, batch, its, max(3, rounds // 2))
+            _, c, t, ratio = speed(ds, dtype, batch, its, 3, max_images)
             rows.append([str(batch), dtype, f"{batch / c:,.0f}", f"{batch / t:,.0f}",
                          f"{ratio:.2f}x"])
     print("\nThroughput scaling (training images per second):")
     print(table(["batch", "dtype", "convprop img/s", "torch img/s", "speed-up"], rows))
 
-    mem = memory_check(ds, "float32", iterations)
-    print(f"\nMemory: traced numpy/Python memory after each of {len(mem)} blocks of "
-          f"{iterations} iterations: " + ", ".join(f"{m:.2f} MB" for m in mem) +
-          f" (growth {mem[-1] - mem[0]:+.2f} MB); peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    mem = memory_check(ds, "float32", iterations, max_images)
+    print(f"\nMemory (float32, traced): held after each of {len(mem)} blocks of {iterations} "
+          f"iterations " + ", ".join(f"{h:.2f}" for h, _ in mem) + " MB (growth "
+          f"{mem[-1][0] - mem[0][0]:+.2f} MB); peak within a block "
+          f"{max(p for _, p in mem):.2f} MB; process peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (data and "
+          f"torch included)")
     print(f"\nspeedup_vs_torch float32={ratios['float32']:.2f} float64={ratios['float64']:.2f}")
 
 

@@ -236,3 +236,17 @@ def test_generic_path_with_fused_pooling_in_a_network_matches_finite_differences
     for name, p in net.params.items():
         numeric = numerical_gradient(lambda: net.loss_value(x, y), p)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "relu", "identity", "tanh-linear:0.13"])
+def test_public_conv_forward_cache_keeps_z_and_a(name):
+    """The (N, C, H, W) API's cache holds z and a = f(z) (CHWN) whatever f' needs, so
+    diagnostics can evaluate f'(z); the network's fast path keeps only what f' reads."""
+    layer = Conv(2, 3, 3, get_activation(name), np.dtype("float64"))
+    layer.params["weight"][...] = 0.1
+    x = np.random.default_rng(0).standard_normal((4, 2, 6, 6))
+    a, (_, _, z, a_chwn) = layer.forward(x)
+    assert z.shape == a_chwn.shape == (3, 4, 4, 4)
+    np.testing.assert_allclose(to_nchw(layer.activation(z)), a, atol=1e-15)
+    _, (_, _, z_fast, a_fast) = layer.fast_forward(to_chwn(x), pool=2)
+    assert z_fast.size + a_fast.size > 0
