@@ -228,6 +228,25 @@ def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
 
 
 @njit(**_FWD)
+def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb):
+    """_correlate_block for maps o and o + 1 at once (5x5 kernels): each input value
+    loaded once feeds both."""
+    n_in, m = w.shape[1], acc_a.shape[0]
+    for c in range(n_in):
+        for u in range(5):
+            row = x3[c, i + u, t0:]
+            a0, a1, a2, a3, a4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
+                w[o, c, u, 3], w[o, c, u, 4]
+            b0, b1, b2, b3, b4 = w[o + 1, c, u, 0], w[o + 1, c, u, 1], w[o + 1, c, u, 2], \
+                w[o + 1, c, u, 3], w[o + 1, c, u, 4]
+            r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+            for t in range(m):
+                x0, x1, x2, x3_, x4 = row[t], r1[t], r2[t], r3[t], r4[t]
+                acc_a[t] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3_) + a4 * x4
+                acc_b[t] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3_) + b4 * x4
+
+
+@njit(**_FWD)
 def _activate(code, param, one, z, a):
     """a = f(z) elementwise for a built-in activation code."""
     zero = one - one
@@ -263,27 +282,37 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
     ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     m = wo * nb
     x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    zr, ar = np.empty(m, x.dtype), np.empty(m, x.dtype)
+    zbuf, ar = np.empty((2, m), x.dtype), np.empty(m, x.dtype)
     keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
     if pool:
         p3 = p.reshape(n_out, ho // s, (wo // s) * nb)
         p3[...] = 0
-    for o in range(n_out):
+    step = 2 if k == 5 else 1  # 5x5: two output maps per pass over the input
+    for o0 in range(0, n_out, step):
+        both = step == 2 and o0 + 1 < n_out
         for i in range(ho):
-            zr[:] = b[o]
-            for t0 in range(0, m, _BLOCK):
-                _correlate_block(x3, w, o, i, t0, zr[t0:t0 + _BLOCK], nb, 0, k)
-            _activate(code, consts[1], consts[0], zr, ar)
-            if keep_z:
-                z[o, i].reshape(m)[:] = zr
-            if keep_a:
-                a[o, i].reshape(m)[:] = ar
-            if pool:
-                prow, inv = p3[o, i // s], consts[2]
-                for j in range(wo):
-                    q, src = (j // s) * nb, j * nb
-                    for n in range(nb):
-                        prow[q + n] += ar[src + n] * inv
+            zbuf[0, :] = b[o0]
+            if both:
+                zbuf[1, :] = b[o0 + 1]
+                for t0 in range(0, m, _BLOCK):
+                    t1 = min(m, t0 + _BLOCK)
+                    _correlate_pair(x3, w, o0, i, t0, zbuf[0, t0:t1], zbuf[1, t0:t1], nb)
+            else:
+                for t0 in range(0, m, _BLOCK):
+                    _correlate_block(x3, w, o0, i, t0, zbuf[0, t0:t0 + _BLOCK], nb, 0, k)
+            for o in range(o0, o0 + 2 if both else o0 + 1):
+                zr = zbuf[o - o0]
+                _activate(code, consts[1], consts[0], zr, ar)
+                if keep_z:
+                    z[o, i].reshape(m)[:] = zr
+                if keep_a:
+                    a[o, i].reshape(m)[:] = ar
+                if pool:
+                    prow, inv = p3[o, i // s], consts[2]
+                    for j in range(wo):
+                        q, src = (j // s) * nb, j * nb
+                        for n in range(nb):
+                            prow[q + n] += ar[src + n] * inv
 
 
 @njit(**_BWD)
