@@ -228,12 +228,12 @@ def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
 
 
 @njit(**_FWD)
-def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb):
+def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
     """_correlate_block for maps o and o + 1 at once (5x5 kernels): each input value
     loaded once feeds both."""
     n_in, m = w.shape[1], acc_a.shape[0]
     for c in range(n_in):
-        for u in range(5):
+        for u in range(u_lo, u_hi):
             row = x3[c, i + u, t0:]
             a0, a1, a2, a3, a4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
                 w[o, c, u, 3], w[o, c, u, 4]
@@ -296,7 +296,7 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
                 zbuf[1, :] = b[o0 + 1]
                 for t0 in range(0, m, _BLOCK):
                     t1 = min(m, t0 + _BLOCK)
-                    _correlate_pair(x3, w, o0, i, t0, zbuf[0, t0:t1], zbuf[1, t0:t1], nb)
+                    _correlate_pair(x3, w, o0, i, t0, zbuf[0, t0:t1], zbuf[1, t0:t1], nb, 0, 5)
             else:
                 for t0 in range(0, m, _BLOCK):
                     _correlate_block(x3, w, o0, i, t0, zbuf[0, t0:t0 + _BLOCK], nb, 0, k)
@@ -424,13 +424,22 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                 for v in range(k):
                     wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
     dx3 = dx.reshape(n_in, h, wd * nb)
-    for c in range(n_in):
+    step = 2 if k == 5 else 1
+    for c in range(0, n_in, step):
+        both = step == 2 and c + 1 < n_in
         for p in range(h):
+            u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
             acc = dx3[c, p]
             acc[:] = 0
-            u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
-            for t0 in range(0, wd * nb, _BLOCK):
-                _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
+            if both:
+                acc_b = dx3[c + 1, p]
+                acc_b[:] = 0
+                for t0 in range(0, wd * nb, _BLOCK):
+                    t1 = min(wd * nb, t0 + _BLOCK)
+                    _correlate_pair(pad, wt, c, p, t0, acc[t0:t1], acc_b[t0:t1], nb, u_lo, u_hi)
+            else:
+                for t0 in range(0, wd * nb, _BLOCK):
+                    _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
 
 
 def mean_pool_chwn(a: np.ndarray, s: int) -> np.ndarray:
