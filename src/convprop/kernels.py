@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 from numpy.lib.stride_tricks import sliding_window_view
@@ -129,14 +130,21 @@ _BLOCK = 512  # flat row elements accumulated at a time (keeps the block in L1)
 
 
 @intrinsic
-def _bits_as_float(typingctx, bits):
-    """int64 -> float64 / int32 -> float32 with the same bit pattern (a free bitcast)."""
-    ret = types.float64 if bits.bitwidth == 64 else types.float32
+def _pow2(typingctx, k):
+    """2^k for a float k holding an integer in the normal exponent range, built from its
+    bits: adding 1.5·2^52 (float32: 1.5·2^23) plus the exponent bias puts k + bias in the
+    low bits; shifted into the exponent field, they are 2^k.  All vector instructions
+    on AVX2 (which has no float64 -> int64 conversion)."""
+    wide = k == types.float64
+    ity = ir.IntType(64 if wide else 32)
+    shift, magic = (52, 6755399441055744.0 + 1023) if wide else (23, 12582912.0 + 127)
 
     def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+        fty = context.get_value_type(sig.return_type)
+        biased = builder.bitcast(builder.fadd(args[0], ir.Constant(fty, magic)), ity)
+        return builder.bitcast(builder.shl(biased, ir.Constant(ity, shift)), fty)
 
-    return ret(bits), codegen
+    return k(k), codegen
 
 
 _LOG2E_64 = 1.4426950408889634
@@ -174,7 +182,7 @@ def _exp_overload(x):
             p = p * r + c[2]
             p = p * r + c[1]
             p = p * r + c[0]
-            e = p * _bits_as_float(np.int32((np.int32(k) + 127) << 23))
+            e = p * _pow2(k)
             return e if x == x else x
 
         return impl
@@ -198,7 +206,7 @@ def _exp_overload(x):
         p = p * r + c[2]
         p = p * r + c[1]
         p = p * r + c[0]
-        e = p * _bits_as_float((np.int64(k) + np.int64(1023)) << np.int64(52))
+        e = p * _pow2(k)
         return e if x == x else x
 
     return impl
