@@ -17,7 +17,7 @@ from pathlib import Path
 THREADS = int(os.environ.get("CONVPROP_BENCH_THREADS", "1"))
 # Before numpy/torch load: every BLAS/OpenMP pool gets the same thread count.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "NUMBA_NUM_THREADS"):
+             "NUMBA_NUM_THREADS", "CONVPROP_NUM_THREADS"):
     os.environ[_var] = str(THREADS)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -50,9 +50,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def machine() -> str:
+    from convprop.network import get_num_threads
+
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-            f"load average {os.getloadavg()[0]:.1f}; threads: convprop {THREADS} "
-            f"(numba kernels are single-threaded, BLAS {THREADS}), torch "
+            f"load average {os.getloadavg()[0]:.1f}; threads: convprop {get_num_threads()} "
+            f"(inference slices in parallel, training kernels on one), BLAS {THREADS}, torch "
             f"{torch.get_num_threads()}; torch {torch.__version__}, numpy {np.__version__}")
 
 

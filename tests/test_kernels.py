@@ -250,3 +250,20 @@ def test_public_conv_forward_cache_keeps_z_and_a(name):
     np.testing.assert_allclose(to_nchw(layer.activation(z)), a, atol=1e-15)
     _, (_, _, z_fast, a_fast) = layer.fast_forward(to_chwn(x), pool=2)
     assert z_fast.size + a_fast.size > 0
+
+
+def test_threaded_inference_gives_the_same_outputs():
+    """forward() with 2 threads (slices in parallel) equals forward() with 1, bit for bit."""
+    from convprop.network import get_num_threads, set_num_threads
+
+    net = Network.from_spec(dtype="float32", seed=4)
+    x = np.random.default_rng(6).uniform(0, 1, (300, 28, 28))
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        one = net.forward(x)
+        set_num_threads(2)
+        two = net.forward(x)
+    finally:
+        set_num_threads(before)
+    np.testing.assert_array_equal(one, two)

@@ -14,8 +14,10 @@ Parameters (``Network.params``, in layer order):
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -56,6 +58,33 @@ def parse_spec(spec: str) -> list[tuple[str, int, int]]:
                 raise SpecError(f"bad layer {token!r} in spec {spec!r}: scale must be >= 1")
             layers.append(("mean" if m["pool"] == "s" else "max", scale, 0))
     return layers
+
+
+_THREADS = {"n": 1, "pool": None}
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for inference (``Network.forward``): its slices run in parallel (the
+    kernels release the GIL; each slice writes its own rows, so results do not depend on
+    n).  Training stays on one thread.  Default: $CONVPROP_NUM_THREADS, else 1."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConvpropError(f"number of threads must be a positive integer, got {n!r}")
+    if n != _THREADS["n"] and _THREADS["pool"] is not None:
+        _THREADS["pool"].shutdown()
+        _THREADS["pool"] = None
+    _THREADS["n"] = int(n)
+
+
+def get_num_threads() -> int:
+    return _THREADS["n"]
+
+
+def _env_threads() -> int:
+    text = os.environ.get("CONVPROP_NUM_THREADS", "1").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+_THREADS["n"] = _env_threads()
 
 
 def get_dtype(dtype: Any) -> np.dtype:
@@ -234,13 +263,24 @@ class Network:
 
         Inference runs in slices of :attr:`slice_bytes` / itemsize images (64 in float32,
         32 in float64): the kernels' rows then stay in the L1/L2 caches, which a
-        1000-image batch would overflow."""
+        1000-image batch would overflow.  With :func:`set_num_threads` > 1 the slices run
+        in parallel."""
         x = self._inputs(x)
         step = max(1, self.slice_bytes // x.dtype.itemsize)
         o = np.empty((x.shape[0], self.n_outputs), dtype=self.dtype)
-        for i in range(0, x.shape[0], step):
+
+        def run_slice(i: int) -> None:
             oi, _ = self._run(to_chwn(x[i : i + step]), keep=False)
             o[i : i + step] = oi.T
+
+        starts = range(0, x.shape[0], step)
+        if _THREADS["n"] > 1 and len(starts) > 1:
+            if _THREADS["pool"] is None:
+                _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
+            list(_THREADS["pool"].map(run_slice, starts))
+        else:
+            for i in starts:
+                run_slice(i)
         return o
 
     def _run(self, a: np.ndarray, keep: bool) -> tuple[np.ndarray, list[Any]]:
