@@ -38,13 +38,14 @@ def close(got, want, dtype, what):
 
 
 def case(k, s, n, dtype, seed=0):
-    """3 -> 4 maps, a non-square input whose conv output divides by s."""
+    """3 -> 5 maps (odd counts: the kernels pair maps up), a non-square input whose conv
+    output divides by s."""
     rng = np.random.default_rng(seed)
     ho, wo = 2 * s, 3 * s
     x = rng.standard_normal((n, 3, ho + k - 1, wo + k - 1))
-    w = rng.uniform(-0.5, 0.5, (4, 3, k, k))
-    b = rng.uniform(-0.5, 0.5, 4)
-    dp = rng.standard_normal((n, 4, ho // s, wo // s))
+    w = rng.uniform(-0.5, 0.5, (5, 3, k, k))
+    b = rng.uniform(-0.5, 0.5, 5)
+    dp = rng.standard_normal((n, 5, ho // s, wo // s))
     return [v.astype(dtype) for v in (x, w, b, dp)]
 
 
