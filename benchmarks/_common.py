@@ -54,7 +54,7 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.1f}; threads: convprop {get_num_threads()} "
-            f"(inference slices in parallel, training kernels on one), BLAS {THREADS}, torch "
+            f"(inference slices / training batch parts in parallel), BLAS {THREADS}, torch "
             f"{torch.get_num_threads()}; torch {torch.__version__}, numpy {np.__version__}")
 
 

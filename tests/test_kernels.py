@@ -268,3 +268,26 @@ def test_threaded_inference_gives_the_same_outputs():
     finally:
         set_num_threads(before)
     np.testing.assert_array_equal(one, two)
+
+
+def test_threaded_training_is_deterministic_and_equals_one_thread():
+    """loss_and_grads with 2 threads (two half-batches): the same bits twice, and the
+    one-thread loss and gradients up to rounding."""
+    from convprop.network import get_num_threads, set_num_threads
+
+    net = Network.from_spec(dtype="float64", seed=4)
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(0, 1, (50, 28, 28)), rng.integers(0, 10, 50)
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        loss1, g1 = net.loss_and_grads(x, y)
+        set_num_threads(2)
+        loss2, g2 = net.loss_and_grads(x, y)
+        loss3, g3 = net.loss_and_grads(x, y)
+    finally:
+        set_num_threads(before)
+    assert loss2 == loss3 and loss2 == pytest.approx(loss1, rel=1e-13)
+    for k in g1:
+        np.testing.assert_array_equal(g2[k], g3[k])
+        np.testing.assert_allclose(g2[k], g1[k], rtol=1e-11, atol=1e-16, err_msg=k)

@@ -64,9 +64,11 @@ _THREADS = {"n": 1, "pool": None}
 
 
 def set_num_threads(n: int) -> None:
-    """Threads for inference (``Network.forward``): its slices run in parallel (the
-    kernels release the GIL; each slice writes its own rows, so results do not depend on
-    n).  Training stays on one thread.  Default: $CONVPROP_NUM_THREADS, else 1."""
+    """Threads for ``Network.forward`` (its slices run in parallel; each writes its own
+    rows, so outputs do not depend on n) and ``loss_and_grads`` (the batch cut into n
+    parts whose gradients are summed in a fixed order: deterministic for a given n,
+    equal to the one-thread result up to rounding).  The kernels release the GIL.
+    Default: $CONVPROP_NUM_THREADS, else 1."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConvpropError(f"number of threads must be a positive integer, got {n!r}")
     if n != _THREADS["n"] and _THREADS["pool"] is not None:
@@ -314,10 +316,38 @@ class Network:
         return {name: grads[name] for name in self.params}
 
     def loss_and_grads(self, x: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss L on the batch and dL/dθ for every parameter θ (fresh arrays each call)."""
-        o, caches = self.forward_with_caches(x)
-        loss, dout = self.loss(o, self._targets(y, o.shape[0]))
-        return loss, self.backward(dout, caches)
+        """Loss L on the batch and dL/dθ for every parameter θ (fresh arrays each call).
+
+        With :func:`set_num_threads` k > 1 (and at least 16 images per part) the batch is
+        cut into k parts run in parallel, L = Σ_p (N_p/N) L_p and dL/dθ = Σ_p (N_p/N) dL_p/dθ
+        summed in a fixed order: deterministic for a given k, equal to the one-thread
+        result up to rounding."""
+        x = self._inputs(x)
+        n = x.shape[0]
+        t = self._targets(y, n)
+        parts = min(_THREADS["n"], n // 16)
+        if parts <= 1:
+            o, caches = self._run(to_chwn(x), keep=True)
+            loss, dout = self.loss(o.T, t)
+            return loss, self.backward(dout, caches)
+        bounds = [n * p // parts for p in range(parts + 1)]
+
+        def part(p: int) -> tuple[float, dict[str, np.ndarray]]:
+            a, b = bounds[p], bounds[p + 1]
+            o, caches = self._run(to_chwn(x[a:b]), keep=True)
+            loss, dout = self.loss(o.T, t[a:b])
+            share = (b - a) / n
+            return loss * share, self.backward(dout * share, caches)
+
+        if _THREADS["pool"] is None:
+            _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
+        results = list(_THREADS["pool"].map(part, range(parts)))
+        loss, grads = results[0]
+        for more_loss, more in results[1:]:
+            loss += more_loss
+            for name, g in more.items():
+                grads[name] += g
+        return float(loss), grads
 
     def loss_value(self, x: Any, y: Any) -> float:
         o = self.forward(x)
