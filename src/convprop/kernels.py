@@ -348,6 +348,46 @@ def _derivative(code, param, one, z, a, d):
 
 
 @njit(**_BWD)
+def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
+    """out_a[v] = Σ_i Σ_t da[i, t] · x2[i + u, t + v·nb] (v < 5), and out_b from db_:
+    equation (13) for one kernel row of two output maps, sharing the input loads.  The
+    batch sums run per row, then across rows (short chains: float32 stays accurate)."""
+    m = da.shape[1]
+    g0 = g1 = g2 = g3 = g4 = one - one
+    f0 = f1 = f2 = f3 = f4 = one - one
+    for i in range(da.shape[0]):
+        ra, rb, row = da[i], db_[i], x2[i + u]
+        r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+        h0 = h1 = h2 = h3 = h4 = one - one
+        e0 = e1 = e2 = e3 = e4 = one - one
+        for t in range(m):
+            a, b = ra[t], rb[t]
+            x0, x1, x2_, x3, x4 = row[t], r1[t], r2[t], r3[t], r4[t]
+            h0 += a * x0
+            h1 += a * x1
+            h2 += a * x2_
+            h3 += a * x3
+            h4 += a * x4
+            e0 += b * x0
+            e1 += b * x1
+            e2 += b * x2_
+            e3 += b * x3
+            e4 += b * x4
+        g0 += h0
+        g1 += h1
+        g2 += h2
+        g3 += h3
+        g4 += h4
+        f0 += e0
+        f1 += e1
+        f2 += e2
+        f3 += e3
+        f4 += e4
+    out_b[0], out_b[1], out_b[2], out_b[3], out_b[4] = f0, f1, f2, f3, f4
+    out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
+
+
+@njit(**_BWD)
 def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
@@ -384,28 +424,16 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                 part += drow[t]
             total += part
         db[o] = total
+    step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
+    for o in range(0, n_out, step):
+        both = step == 2 and o + 1 < n_out
         for c in range(n_in):
             for u in range(k):
-                if k == 5:
-                    g0 = g1 = g2 = g3 = g4 = one - one
-                    for i in range(ho):
-                        drow, row = delta[o, i], x3[c, i + u]
-                        r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
-                        h0 = h1 = h2 = h3 = h4 = one - one
-                        for t in range(m):
-                            d = drow[t]
-                            h0 += d * row[t]
-                            h1 += d * r1[t]
-                            h2 += d * r2[t]
-                            h3 += d * r3[t]
-                            h4 += d * r4[t]
-                        g0 += h0
-                        g1 += h1
-                        g2 += h2
-                        g3 += h3
-                        g4 += h4
-                    dw[o, c, u, 0], dw[o, c, u, 1], dw[o, c, u, 2] = g0, g1, g2
-                    dw[o, c, u, 3], dw[o, c, u, 4] = g3, g4
+                if both:
+                    _dw_pair(delta[o], delta[o + 1], x3[c], u, nb, one, dw[o, c, u],
+                             dw[o + 1, c, u])
+                elif k == 5:
+                    _dw_pair(delta[o], delta[o], x3[c], u, nb, one, dw[o, c, u], dw[o, c, u])
                 else:
                     for v in range(k):
                         g = one - one
