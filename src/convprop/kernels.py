@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 from numpy.lib.stride_tricks import sliding_window_view
@@ -129,14 +130,21 @@ _BLOCK = 512  # flat row elements accumulated at a time (keeps the block in L1)
 
 
 @intrinsic
-def _bits_as_float(typingctx, bits):
-    """int64 -> float64 / int32 -> float32 with the same bit pattern (a free bitcast)."""
-    ret = types.float64 if bits.bitwidth == 64 else types.float32
+def _pow2(typingctx, k):
+    """2^k for a float k holding an integer in the normal exponent range, built from its
+    bits: adding 1.5·2^52 (float32: 1.5·2^23) plus the exponent bias puts k + bias in the
+    low bits; shifted into the exponent field, they are 2^k.  All vector instructions
+    on AVX2 (which has no float64 -> int64 conversion)."""
+    wide = k == types.float64
+    ity = ir.IntType(64 if wide else 32)
+    shift, magic = (52, 6755399441055744.0 + 1023) if wide else (23, 12582912.0 + 127)
 
     def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+        fty = context.get_value_type(sig.return_type)
+        biased = builder.bitcast(builder.fadd(args[0], ir.Constant(fty, magic)), ity)
+        return builder.bitcast(builder.shl(biased, ir.Constant(ity, shift)), fty)
 
-    return ret(bits), codegen
+    return k(k), codegen
 
 
 _LOG2E_64 = 1.4426950408889634
@@ -174,7 +182,7 @@ def _exp_overload(x):
             p = p * r + c[2]
             p = p * r + c[1]
             p = p * r + c[0]
-            e = p * _bits_as_float(np.int32((np.int32(k) + 127) << 23))
+            e = p * _pow2(k)
             return e if x == x else x
 
         return impl
@@ -198,19 +206,20 @@ def _exp_overload(x):
         p = p * r + c[2]
         p = p * r + c[1]
         p = p * r + c[0]
-        e = p * _bits_as_float((np.int64(k) + np.int64(1023)) << np.int64(52))
+        e = p * _pow2(k)
         return e if x == x else x
 
     return impl
 
 
 @njit(**_FWD)
-def _correlate_block(x3, w, o, i, t0, acc, nb):
-    """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc):
-    a block of output row i of map o (nb = batch size; the 5x5 case unrolled)."""
+def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
+    """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc)
+    and u_lo <= u < u_hi: a block of output row i of map o (nb = batch size; the 5x5
+    case unrolled)."""
     n_in, k, m = w.shape[1], w.shape[2], acc.shape[0]
     for c in range(n_in):
-        for u in range(k):
+        for u in range(u_lo, u_hi):
             row = x3[c, i + u, t0:]
             if k == 5:
                 w0, w1, w2, w3, w4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
@@ -224,6 +233,25 @@ def _correlate_block(x3, w, o, i, t0, acc, nb):
                     wv, r = w[o, c, u, v], row[v * nb:]
                     for t in range(m):
                         acc[t] += wv * r[t]
+
+
+@njit(**_FWD)
+def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
+    """_correlate_block for maps o and o + 1 at once (5x5 kernels): each input value
+    loaded once feeds both."""
+    n_in, m = w.shape[1], acc_a.shape[0]
+    for c in range(n_in):
+        for u in range(u_lo, u_hi):
+            row = x3[c, i + u, t0:]
+            a0, a1, a2, a3, a4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
+                w[o, c, u, 3], w[o, c, u, 4]
+            b0, b1, b2, b3, b4 = w[o + 1, c, u, 0], w[o + 1, c, u, 1], w[o + 1, c, u, 2], \
+                w[o + 1, c, u, 3], w[o + 1, c, u, 4]
+            r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+            for t in range(m):
+                x0, x1, x2, x3_, x4 = row[t], r1[t], r2[t], r3[t], r4[t]
+                acc_a[t] += (a0 * x0 + a1 * x1) + (a2 * x2 + a3 * x3_) + a4 * x4
+                acc_b[t] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3_) + b4 * x4
 
 
 @njit(**_FWD)
@@ -262,27 +290,37 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
     ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     m = wo * nb
     x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    zr, ar = np.empty(m, x.dtype), np.empty(m, x.dtype)
+    zbuf, ar = np.empty((2, m), x.dtype), np.empty(m, x.dtype)
     keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
     if pool:
         p3 = p.reshape(n_out, ho // s, (wo // s) * nb)
         p3[...] = 0
-    for o in range(n_out):
+    step = 2 if k == 5 else 1  # 5x5: two output maps per pass over the input
+    for o0 in range(0, n_out, step):
+        both = step == 2 and o0 + 1 < n_out
         for i in range(ho):
-            zr[:] = b[o]
-            for t0 in range(0, m, _BLOCK):
-                _correlate_block(x3, w, o, i, t0, zr[t0:t0 + _BLOCK], nb)
-            _activate(code, consts[1], consts[0], zr, ar)
-            if keep_z:
-                z[o, i].reshape(m)[:] = zr
-            if keep_a:
-                a[o, i].reshape(m)[:] = ar
-            if pool:
-                prow, inv = p3[o, i // s], consts[2]
-                for j in range(wo):
-                    q, src = (j // s) * nb, j * nb
-                    for n in range(nb):
-                        prow[q + n] += ar[src + n] * inv
+            zbuf[0, :] = b[o0]
+            if both:
+                zbuf[1, :] = b[o0 + 1]
+                for t0 in range(0, m, _BLOCK):
+                    t1 = min(m, t0 + _BLOCK)
+                    _correlate_pair(x3, w, o0, i, t0, zbuf[0, t0:t1], zbuf[1, t0:t1], nb, 0, 5)
+            else:
+                for t0 in range(0, m, _BLOCK):
+                    _correlate_block(x3, w, o0, i, t0, zbuf[0, t0:t0 + _BLOCK], nb, 0, k)
+            for o in range(o0, o0 + 2 if both else o0 + 1):
+                zr = zbuf[o - o0]
+                _activate(code, consts[1], consts[0], zr, ar)
+                if keep_z:
+                    z[o, i].reshape(m)[:] = zr
+                if keep_a:
+                    a[o, i].reshape(m)[:] = ar
+                if pool:
+                    prow, inv = p3[o, i // s], consts[2]
+                    for j in range(wo):
+                        q, src = (j // s) * nb, j * nb
+                        for n in range(nb):
+                            prow[q + n] += ar[src + n] * inv
 
 
 @njit(**_BWD)
@@ -310,19 +348,62 @@ def _derivative(code, param, one, z, a, d):
 
 
 @njit(**_BWD)
+def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
+    """out_a[v] = Σ_i Σ_t da[i, t] · x2[i + u, t + v·nb] (v < 5), and out_b from db_:
+    equation (13) for one kernel row of two output maps, sharing the input loads.  The
+    batch sums run per row, then across rows (short chains: float32 stays accurate)."""
+    m = da.shape[1]
+    g0 = g1 = g2 = g3 = g4 = one - one
+    f0 = f1 = f2 = f3 = f4 = one - one
+    for i in range(da.shape[0]):
+        ra, rb, row = da[i], db_[i], x2[i + u]
+        r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+        h0 = h1 = h2 = h3 = h4 = one - one
+        e0 = e1 = e2 = e3 = e4 = one - one
+        for t in range(m):
+            a, b = ra[t], rb[t]
+            x0, x1, x2_, x3, x4 = row[t], r1[t], r2[t], r3[t], r4[t]
+            h0 += a * x0
+            h1 += a * x1
+            h2 += a * x2_
+            h3 += a * x3
+            h4 += a * x4
+            e0 += b * x0
+            e1 += b * x1
+            e2 += b * x2_
+            e3 += b * x3
+            e4 += b * x4
+        g0 += h0
+        g1 += h1
+        g2 += h2
+        g3 += h3
+        g4 += h4
+        f0 += e0
+        f1 += e1
+        f2 += e2
+        f3 += e3
+        f4 += e4
+    out_b[0], out_b[1], out_b[2], out_b[3], out_b[4] = f0, f1, f2, f3, f4
+    out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
+
+
+@njit(**_BWD)
 def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
-    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da).  Computes
+    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
+    them (either may be empty if f' does not read it).  Computes
     δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
     db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
     n_out, n_in, k, nb = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
-    ho, wo = z.shape[1], z.shape[2]
+    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     m = wo * nb
     x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    z3, a3 = z.reshape(n_out, ho, m), a.reshape(n_out, ho, m)
     dp3 = dp.reshape(n_out, ho // s, (wo // s) * nb)
     delta = np.empty((n_out, ho, m), x.dtype)
+    # z or a may be empty when f' does not need it (sigmoid needs only a, relu only z)
+    z3 = z.reshape(n_out, ho, m) if z.size > 0 else delta
+    a3 = a.reshape(n_out, ho, m) if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
     for o in range(n_out):
         for i in range(ho):
@@ -343,28 +424,16 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                 part += drow[t]
             total += part
         db[o] = total
+    step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
+    for o in range(0, n_out, step):
+        both = step == 2 and o + 1 < n_out
         for c in range(n_in):
             for u in range(k):
-                if k == 5:
-                    g0 = g1 = g2 = g3 = g4 = one - one
-                    for i in range(ho):
-                        drow, row = delta[o, i], x3[c, i + u]
-                        r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
-                        h0 = h1 = h2 = h3 = h4 = one - one
-                        for t in range(m):
-                            d = drow[t]
-                            h0 += d * row[t]
-                            h1 += d * r1[t]
-                            h2 += d * r2[t]
-                            h3 += d * r3[t]
-                            h4 += d * r4[t]
-                        g0 += h0
-                        g1 += h1
-                        g2 += h2
-                        g3 += h3
-                        g4 += h4
-                    dw[o, c, u, 0], dw[o, c, u, 1], dw[o, c, u, 2] = g0, g1, g2
-                    dw[o, c, u, 3], dw[o, c, u, 4] = g3, g4
+                if both:
+                    _dw_pair(delta[o], delta[o + 1], x3[c], u, nb, one, dw[o, c, u],
+                             dw[o + 1, c, u])
+                elif k == 5:
+                    _dw_pair(delta[o], delta[o], x3[c], u, nb, one, dw[o, c, u], dw[o, c, u])
                 else:
                     for v in range(k):
                         g = one - one
@@ -377,18 +446,36 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                         dw[o, c, u, v] = g
     if dx.size == 0:
         return
-    dx3 = dx.reshape(n_in, dx.shape[1], dx.shape[2] * nb)
-    dx3[...] = 0
+    # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
+    # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
+    h, wd = dx.shape[1], dx.shape[2]
+    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x.dtype)
     for o in range(n_out):
         for i in range(ho):
-            drow = delta[o, i]
-            for c in range(n_in):
-                for u in range(k):
-                    row = dx3[c, i + u]
-                    for v in range(k):
-                        wv, r = w[o, c, u, v], row[v * nb:]
-                        for t in range(m):
-                            r[t] += wv * drow[t]
+            pad[o, i + k - 1, (k - 1) * nb:(k - 1 + wo) * nb] = delta[o, i]
+    wt = np.empty((n_in, n_out, k, k), x.dtype)
+    for o in range(n_out):
+        for c in range(n_in):
+            for u in range(k):
+                for v in range(k):
+                    wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
+    dx3 = dx.reshape(n_in, h, wd * nb)
+    step = 2 if k == 5 else 1
+    for c in range(0, n_in, step):
+        both = step == 2 and c + 1 < n_in
+        for p in range(h):
+            u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
+            acc = dx3[c, p]
+            acc[:] = 0
+            if both:
+                acc_b = dx3[c + 1, p]
+                acc_b[:] = 0
+                for t0 in range(0, wd * nb, _BLOCK):
+                    t1 = min(wd * nb, t0 + _BLOCK)
+                    _correlate_pair(pad, wt, c, p, t0, acc[t0:t1], acc_b[t0:t1], nb, u_lo, u_hi)
+            else:
+                for t0 in range(0, wd * nb, _BLOCK):
+                    _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
 
 
 def mean_pool_chwn(a: np.ndarray, s: int) -> np.ndarray:

@@ -37,6 +37,8 @@ _FUSED = {
                       (Tanh, kernels.TANH), (TanhLinear, kernels.TANH_LINEAR),
                       (ReLU, kernels.RELU), (LeakyReLU, kernels.LEAKY_RELU)]
 }
+_NEEDS_Z = (kernels.TANH_LINEAR, kernels.RELU, kernels.LEAKY_RELU, kernels.IDENTITY)  # f'(z)
+_NEEDS_A = (kernels.SIGMOID, kernels.TANH, kernels.TANH_LINEAR)  # f' reads a
 
 
 def fused_code(act: Activation) -> tuple[int, float] | None:
@@ -92,7 +94,7 @@ class Conv:
 
     def forward(self, x):
         """x (N, in_maps, H, W) -> a (N, out_maps, H-k+1, W-k+1)."""
-        a, cache = self.fast_forward(to_chwn(x))
+        a, cache = self.fast_forward(to_chwn(x), full_cache=True)
         return to_nchw(a), cache
 
     def backward(self, da, cache, need_dx: bool = True):
@@ -100,10 +102,14 @@ class Conv:
         dx, grads = self.fast_backward(to_chwn(da), cache, need_dx)
         return (to_nchw(dx) if dx is not None else None), grads
 
-    def fast_forward(self, x, pool: int = 1, keep: bool = True):
+    def fast_forward(self, x, pool: int = 1, keep: bool = True, full_cache: bool = False):
         """x (in_maps, H, W, N) -> a = f(z), z_j = Σ_i x_i ⋆ w_ji + b_j, (out_maps, Ho, Wo,
         N); with ``pool`` = s > 1 the s x s block means of a instead (the mean-pooling
-        layer that follows, fused).  ``keep=False`` (inference) returns no cache."""
+        layer that follows, fused).  ``keep=False`` (inference) returns no cache.
+
+        The cache is (x, s, z, a).  For a fused activation it holds only what f' reads
+        (sigmoid, tanh: a; relu, leaky-relu, identity: z; tanh-linear: both; the other
+        is empty) unless ``full_cache``."""
         w, b = self.params["weight"], self.params["bias"]
         x = np.ascontiguousarray(x, dtype=w.dtype)
         n_out, dt = self.out_maps, x.dtype
@@ -113,8 +119,10 @@ class Conv:
         consts = np.array([1.0, param, 1.0 / (pool * pool)], dtype=dt)
         empty = _EMPTY[dt]
         if fused is not None:
-            z = np.empty((n_out, ho, wo, n), dt) if keep else empty
-            a = np.empty((n_out, ho, wo, n), dt) if keep or pool == 1 else empty
+            keep_z = keep and (full_cache or code in _NEEDS_Z)
+            keep_a = (keep and (full_cache or code in _NEEDS_A)) or pool == 1
+            z = np.empty((n_out, ho, wo, n), dt) if keep_z else empty
+            a = np.empty((n_out, ho, wo, n), dt) if keep_a else empty
             p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty
             kernels.conv_forward(x, w, b, code, consts, pool, z, a, p)
         else:  # generic activation: the kernel gives z, the activation object f(z)

@@ -1,0 +1,151 @@
+"""Training speed: convprop against the same network in PyTorch eager, float32 and float64.
+
+One training iteration is the public API in a user's loop:
+``loss, grads = net.loss_and_grads(x, y)`` then ``net.params[k] -= lr * grads[k]``;
+PyTorch runs forward, ``0.5 * ((o - y)**2).sum() / N``, backward and ``SGD.step``.
+Prints a table (s/epoch = 1200 iterations of 50 images, speed-up = median over the
+alternating rounds of torch time / convprop time), a batch-size scaling table, a memory
+check, and finally ``speedup_vs_torch float32=<x> float64=<y>``.
+
+    python benchmarks/bench_train.py --quick      # about half a minute (with compilation)
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+import tracemalloc
+
+from _common import (
+    DTYPES,
+    SPEC,
+    Network,
+    alternate,
+    as_float,
+    data,
+    flops_per_image,
+    machine,
+    median_ratio,
+    np,
+    parser,
+    table,
+    torch,
+    torch_twin,
+)
+
+PEAK_GFLOPS = {"float32": 319.0, "float64": 162.0}  # issue 3: GEMM peak, this machine type
+LR = 1.0
+
+
+def runners(dtype: str, images, labels, batch: int, iterations: int,
+            max_images: int = 60_000):
+    """(convprop run, torch run): each trains ``iterations`` steps on consecutive batches
+    of a fixed shuffled copy of (at most ``max_images`` of) the data and returns its
+    elapsed seconds."""
+    net = Network.from_spec(SPEC, activation="sigmoid", seed=0, dtype=dtype)
+    model = torch_twin(net)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(images))[:max(max_images, batch)]
+    xs = as_float(images[perm], dtype)
+    ys = labels[perm].astype(np.int64)
+    onehot = np.eye(10, dtype=dtype)[ys]
+    per_epoch = len(xs) // batch
+    state = {"c": 0, "t": 0}
+
+    def run_convprop() -> float:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            i = state["c"] % per_epoch * batch
+            state["c"] += 1
+            loss, grads = net.loss_and_grads(xs[i:i + batch], ys[i:i + batch])
+            for k, g in grads.items():
+                net.params[k] -= LR * g
+        return time.perf_counter() - t0
+
+    def run_torch() -> float:
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            i = state["t"] % per_epoch * batch
+            state["t"] += 1
+            xb = torch.from_numpy(xs[i:i + batch]).unsqueeze(1)
+            yb = torch.from_numpy(onehot[i:i + batch])
+            opt.zero_grad()
+            loss = 0.5 * ((model(xb) - yb) ** 2).sum() / batch
+            loss.backward()
+            opt.step()
+            loss.item()
+        return time.perf_counter() - t0
+
+    return net, run_convprop, run_torch
+
+
+def speed(ds, dtype, batch, iterations, rounds, max_images):
+    net, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, iterations, max_images)
+    alternate(run_c, run_t, 2)  # warm-up: numba compiles (or loads its cache), torch allocs
+    tc, tt = alternate(run_c, run_t, rounds)
+    return net, statistics.median(tc) / iterations, statistics.median(tt) / iterations, \
+        median_ratio(tt, tc)
+
+
+def memory_check(ds, dtype: str, iterations: int, max_images: int, epochs: int = 3
+                 ) -> list[float]:
+    """(memory still held, peak) in MB for each of ``epochs`` blocks of training, traced
+    from the start of the first block (numpy's arrays included)."""
+    net, run_c, _ = runners(dtype, ds.train_x, ds.train_y, 50, iterations, max_images)
+    run_c()
+    tracemalloc.start()
+    after = []
+    for _ in range(epochs):
+        tracemalloc.reset_peak()
+        run_c()
+        held, peak = tracemalloc.get_traced_memory()
+        after.append((held / 2**20, peak / 2**20))
+    tracemalloc.stop()
+    return after
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    iterations = 20 if args.quick else 100
+    rounds = args.rounds or (5 if args.quick else 11)
+    max_images = 5_000 if args.quick else 60_000
+    ds = data(args.data)
+    print(f"machine: {machine()}")
+    print(f"network {SPEC}, sigmoid, MSE, SGD lr {LR}; data: {ds.name}; {rounds} alternating "
+          f"rounds of {iterations} iterations per implementation\n")
+
+    rows, ratios = [], {}
+    for dtype in DTYPES:
+        net, c, t, ratio = speed(ds, dtype, 50, iterations, rounds, max_images)
+        gflops = flops_per_image(net) * 50 / c / 1e9
+        ratios[dtype] = ratio
+        rows.append([dtype, f"{c * 1200:.2f}", f"{t * 1200:.2f}", f"{ratio:.2f}x",
+                     f"{gflops:.1f}", f"{100 * gflops / PEAK_GFLOPS[dtype]:.0f}%"])
+    print("Training, batch 50 (one epoch = 1200 iterations):")
+    print(table(["dtype", "convprop s/epoch", "torch s/epoch", "speed-up (median)",
+                 "convprop GFLOP/s", "% of GEMM peak"], rows))
+
+    rows = []
+    for batch in (50, 128, 256):
+        for dtype in DTYPES:
+            its = max(4, iterations * 50 // batch)
+            _, c, t, ratio = speed(ds, dtype, batch, its, 3, max_images)
+            rows.append([str(batch), dtype, f"{batch / c:,.0f}", f"{batch / t:,.0f}",
+                         f"{ratio:.2f}x"])
+    print("\nThroughput scaling (training images per second):")
+    print(table(["batch", "dtype", "convprop img/s", "torch img/s", "speed-up"], rows))
+
+    mem = memory_check(ds, "float32", iterations, max_images)
+    print(f"\nMemory (float32, traced): held after each of {len(mem)} blocks of {iterations} "
+          f"iterations " + ", ".join(f"{h:.2f}" for h, _ in mem) + " MB (growth "
+          f"{mem[-1][0] - mem[0][0]:+.2f} MB); peak within a block "
+          f"{max(p for _, p in mem):.2f} MB; process peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (data and "
+          f"torch included)")
+    print(f"\nspeedup_vs_torch float32={ratios['float32']:.2f} float64={ratios['float64']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
