@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convprop import Network  # noqa: E402
-from convprop.data import images_to_float, load_data  # noqa: E402
+from convprop.data import images_to_float, load_data, mnist_in_cache  # noqa: E402
 
 torch.set_num_threads(THREADS)
 SPEC = "6c5-2s-12c5-2s"
@@ -58,9 +58,15 @@ def machine() -> str:
             f"{torch.get_num_threads()}; torch {torch.__version__}, numpy {np.__version__}")
 
 
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+
+
 def data(source: str | None):
-    ds = load_data(source)
-    return ds
+    """The data set to time on: ``source``, else full MNIST from the cache or from the
+    developers' ``../shared/datasets/mnist``, else the bundled sample."""
+    if source is None and SHARED_MNIST.is_dir() and not mnist_in_cache():
+        source = str(SHARED_MNIST)
+    return load_data(source)
 
 
 def torch_twin(net: Network) -> torch.nn.Sequential:
