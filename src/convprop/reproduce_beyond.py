@@ -135,9 +135,10 @@ _DIAGNOSTIC_TEXT = {
     "fig6": "Saturation: the fraction of activations with |f'(z)| below 1% of the largest "
             "slope 1 + k. Since f'(z) >= k, no unit can saturate once k > 0.01: only k = 0 "
             "(plain tanh) can lose its error signal this way; compare its δ with the others'.",
-    "fig7": "Saturation against the learning rate: a large step can push the pre-activations "
-            "into the flat part of tanh, where (with k = 0.13) only the linear term still "
-            "passes the error; the saturated fraction and δ per rate show whether it did.",
+    "fig7": "Saturation against the learning rate: with k = 0.13 the conv layers keep "
+            "|f'| >= 0.13 and cannot saturate, but a large step can saturate the sigmoid "
+            "output layer (`out`); once all of it is saturated, almost no error reaches the "
+            "layers below (mean |δ| of conv1 near 0) and the run stalls.",
     "fig9": "Dead units: the fraction of units whose output is 0 (z <= 0) for the whole "
             "batch. With α = 0 they pass no gradient at all; with α > 0 they still pass α "
             "times the error. The dead fraction and δ per α show how many units each "
@@ -165,7 +166,8 @@ class DiagnosticsSection:
                  "Per layer over iterations (seed 0 of every setting; one column per "
                  "setting): mean |δ|, the error signal of equations (4), (11), (12); mean "
                  "|∂L/∂W|; and the saturated (tanh family) or dead (ReLU family) fraction of "
-                 "units. See docs/beyond.md for the definitions."]
+                 "units; `out` is the sigmoid output layer every run shares. See "
+                 "docs/beyond.md for the definitions."]
         for sweep in self.sweeps:
             runs = [r for r in self.traced(sweep)
                     if (results.out_dir / "runs" / r.name / "diagnostics.csv").is_file()]
