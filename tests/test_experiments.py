@@ -223,7 +223,8 @@ def test_ray_executor_gives_the_same_summary_as_serial(tmp_path):
 def test_reproduce_plan_deduplicates_shared_runs():
     o = ex.ReproduceOptions(seeds=2, data="sample")
     sections = ex.reproduce_sections(o)
-    assert [s.key for s in sections] == ["activations", "fig6", "fig7", "fig9"]
+    assert [s.key for s in sections] == ["activations", "fig6", "fig7", "fig9", "learned",
+                                         "diagnostics"]
     total = sum(len(s.plan()) for s in sections)
     runs = ex.plan(sections)
     assert len(runs) == total - 2  # k = 0.13 at lr 0.1 is in Figures 6 and 7, once per seed

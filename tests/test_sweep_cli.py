@@ -106,16 +106,18 @@ def test_reproduce_on_the_sample_writes_every_figure_and_verdict(tmp_path, capsy
                [line.split("**")[3].rstrip(":") for line in report.splitlines()
                 if line.startswith("| **verdict**")])
     rows = ex.read_summary(out / "summary.csv")
-    assert len(rows) == 2 * 21 == len({r["run"] for r in rows})  # shared runs trained once
+    # shared runs trained once; 4 learned activations beyond the paper
+    assert len(rows) == 2 * (21 + 4) == len({r["run"] for r in rows})
     meta = json.loads((out / "reproduce.json").read_text())
     assert meta["options"]["seeds"] == 2
-    assert meta["sections"] == ["activations", "fig6", "fig7", "fig9"]
+    assert meta["sections"] == ["activations", "fig6", "fig7", "fig9", "learned",
+                                "diagnostics"]
     for stem in ("fig4_tanh", "fig5_tanh_linear", "fig8_relu"):
         assert f"({stem}.png)" in report and (out / f"{stem}.png").is_file()
     # a second call reuses every run; `report` rebuilds the same text
     assert main(["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "20",
                  "--seeds", "2", "--out", str(out)]) == 0
-    assert "42 runs: 42 already complete, 0 to train" in capsys.readouterr().err
+    assert "50 runs: 50 already complete, 0 to train" in capsys.readouterr().err
     assert main(["report", str(out)]) == 0
     assert (out / "report.md").read_text().split("\n\n")[2:] == report.split("\n\n")[2:]
 

@@ -143,8 +143,10 @@ class Run:
 
     @property
     def setting(self) -> Run:
-        """The run with its seed zeroed: runs that differ only by seed share a setting."""
-        return replace(self, seed=0)
+        """The run with its seed zeroed and no diagnostics (they do not change the
+        numbers): runs that differ only in these share a setting."""
+        return replace(self, seed=0, options=tuple(
+            (k, v) for k, v in self.options if k != "diagnostics"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -911,8 +913,13 @@ class ReproduceOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def run(self, activation: str, lr: float) -> list[Run]:
+        """One run per seed; seed 0 records gradient-flow diagnostics every
+        ``extra["diagnostics"]`` iterations when that is set (``convprop reproduce``)."""
+        every = int(self.extra.get("diagnostics") or 0)
         return [Run(activation, float(lr), self.batch_size, self.spec, seed, self.iterations, None,
-                    self.dtype, self.data) for seed in range(self.seeds)]
+                    self.dtype, self.data,
+                    options=(("diagnostics", every),) if every and seed == 0 else ())
+                for seed in range(self.seeds)]
 
 
 K_VALUES = (0, 0.05, 0.1, 0.13, 0.15, 0.2)
@@ -964,7 +971,14 @@ def paper_sections(o: ReproduceOptions) -> list[Section]:
 
 #: Factories of reproduction sections, in report order.  Append your own
 #: ``f(options) -> list[Section]`` to extend ``convprop reproduce`` and its report.
-REPRODUCE_SECTIONS: list[Callable[[ReproduceOptions], list[Section]]] = [paper_sections]
+def beyond_sections(o: ReproduceOptions) -> list[Section]:
+    from convprop.reproduce_beyond import sections  # imported late: it builds on this module
+
+    return sections(o)
+
+
+REPRODUCE_SECTIONS: list[Callable[[ReproduceOptions], list[Section]]] = [paper_sections,
+                                                                         beyond_sections]
 
 
 def reproduce_sections(o: ReproduceOptions) -> list[Section]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convprop.cli.common import info, positive_int
+from convprop.errors import ConvpropError
 
 
 def register(sub) -> None:
@@ -76,7 +77,19 @@ def register(sub) -> None:
 #: Functions ``add(reproduce_parser)`` that add flags to ``convprop reproduce``; each
 #: flag's value lands in ``ReproduceOptions.extra[dest]`` (e.g. ``--modern`` ->
 #: ``extra["modern"]``) for the section factories in ``experiments.REPRODUCE_SECTIONS``.
-REPRODUCE_FLAGS: list = []
+def _beyond_flags(r: argparse.ArgumentParser) -> None:
+    """The sections of ``convprop.reproduce_beyond``."""
+    r.add_argument("--modern", action="store_true",
+                   help="also train the modern baselines (cross-entropy, momentum, Adam, He "
+                        "init, all together): one table row each, test error after "
+                        "--iterations and after one epoch")
+    r.add_argument("--diagnostics", type=int, default=25, metavar="N",
+                   help="seed 0 of every sweep setting records gradient-flow diagnostics "
+                        "every N iterations for the report's figures (default 25; 0 = off; "
+                        "the runs' numbers do not change)")
+
+
+REPRODUCE_FLAGS: list = [_beyond_flags]
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:
@@ -113,6 +126,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from convprop import experiments as ex
 
+    if getattr(args, "diagnostics", 0) < 0:
+        raise ConvpropError(f"--diagnostics: {args.diagnostics} must be >= 0 (0 = off)")
     data = ex.parse_data(args.data)[0]
     if data == "sample":
         info("WARNING: --data sample is the bundled 10k/2k subset, NOT the paper's setting "
