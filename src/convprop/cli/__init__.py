@@ -21,9 +21,13 @@ Train the paper's convolutional network on handwritten digits (MNIST) with
 back-propagation written out by hand, and run its activation-function studies.
 
 Start here:
-  convprop train                      train the paper's network on the bundled sample
+  convprop train                           train the paper's network on the bundled sample
   convprop train --data mnist --epochs 1   ... on full MNIST (after `convprop data fetch`)
   convprop evaluate runs/train/model.npz   test error and confusion matrix
+  convprop sweep --activation tanh-linear:0,0.13,0.2 --lr 0.1 --iterations 300 --out runs/k
+                                           error curves of several k: runs/k/sweep.png
+  convprop reproduce --seeds 5             the paper's Figures 6, 7, 9 and report.md
+  convprop plot activations                Figures 4, 5, 8: each activation and f'
 """
 
 

@@ -20,9 +20,9 @@ from convprop.network import DEFAULT_SPEC
 def register(sub) -> None:
     p = sub.add_parser(
         "train", help="train a network and write metrics, summary and model",
-        description="Train the network with plain SGD and hand-written back-propagation; "
-                    "write metrics.csv (iteration, loss, rL), summary.json and model.npz "
-                    "into --out.")
+        description="Train the network with hand-written back-propagation (plain SGD "
+                    "unless --optimizer); write metrics.csv (iteration, loss, rL), "
+                    "summary.json and model.npz into --out.")
     add_data_option(p)
     add_training_options(p)
     p.add_argument("--out", metavar="DIR", default="runs/train",
