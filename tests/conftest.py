@@ -1,3 +1,7 @@
+"""Shared test helpers (imported as ``from conftest import ...``)."""
+
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +10,40 @@ import pytest
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY_FILE = SHARED / "parity" / "dlt_6c5-2s-12c5-2s_seed0.mat"
 MNIST_DIR = SHARED / "datasets" / "mnist"
+SRC = Path(__file__).resolve().parents[1] / "src"
+# A CLI child: this checkout's package, no MNIST cache, one BLAS thread (bitwise equality
+# between processes needs the same thread count in each).
+CLI_ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
+           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_cli(*args, env=CLI_ENV):
+    """``python -m convprop ARGS`` in a child process, output captured as text."""
+    return subprocess.run([sys.executable, "-m", "convprop", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def assert_one_line_error(proc, needle):
+    """A user mistake: non-zero exit, no traceback, one stderr line ``error: ...`` that
+    names the problem (contains ``needle``)."""
+    err = proc.stderr
+    assert proc.returncode not in (0, None), (proc.returncode, proc.stdout, err)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:"), err
+    assert needle in lines[0], (needle, lines[0])
+
+
+def blobs(n=200, seed=0):
+    """A tiny learnable problem: each class lights up its own 4x4 patch of a 12x12 image."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    x = rng.uniform(0, 0.2, (n, 12, 12))
+    for i, c in enumerate(y):
+        r, col = divmod(int(c), 3)
+        x[i, r * 3 : r * 3 + 4, col * 3 : col * 3 + 4] += 0.8
+    return x, y
 
 
 def numerical_gradient(f, x, eps=1e-6):

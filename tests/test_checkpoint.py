@@ -8,20 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import CLI_ENV
+from conftest import blobs as make_blobs
 from convprop.checkpoint import FILENAME, StopOnSignal, load_checkpoint, save_checkpoint
 from convprop.errors import CheckpointError
 from convprop.model import load_model
 from convprop.train import TrainConfig, resume_training, run_training
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-# Bitwise equality needs the same BLAS thread count in every process that computes.
-ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
-       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = CLI_ENV
 TRAIN = ["train", "--data", "sample", "--spec", "2c5-2s", "--activation", "tanh", "--lr", "0.5",
          "--batch-size", "10", "--dtype", "float64", "--seed", "3", "--no-progress"]
 
@@ -117,13 +115,7 @@ def test_signal_stops_after_a_checkpoint_and_resume_finishes(reference, tmp_path
 
 
 def blobs(n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    x = rng.uniform(0, 0.2, (n, 12, 12))
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 3)
-        x[i, r * 3 : r * 3 + 4, col * 3 : col * 3 + 4] += 0.8
-    return x, y
+    return make_blobs(n, seed)
 
 
 class Data:

@@ -5,37 +5,16 @@ names the problem, a non-zero exit, and never a traceback, on the CLI (a real
 import gzip
 import json
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_error, run_cli
 from convprop import ConvpropError, Network, get_activation, parse_spec
 from convprop.data import MNIST_FILES, encode_idx, read_idx
 from convprop.model import load_model, save_model
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
-       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "convprop", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
-
-
-def assert_one_line_error(proc, needle):
-    err = proc.stderr
-    assert proc.returncode not in (0, None), (proc.returncode, proc.stdout, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    assert needle in lines[0], (needle, lines[0])
-
 
 # ------------------------------------------------------------------ data directories
 RNG = np.random.default_rng(0)

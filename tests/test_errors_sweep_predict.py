@@ -6,38 +6,16 @@ Same rules as tests/test_errors.py: a non-zero exit, exactly one line ``error: .
 stderr that names the problem, no traceback.
 """
 
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_one_line_error, run_cli
 from convprop import ConvpropError, Network
 from convprop.model import save_model
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
-       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "convprop", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
-
-
-def assert_one_line_error(proc, needle):
-    err = proc.stderr
-    assert proc.returncode not in (0, None), (proc.returncode, proc.stdout, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:"), err
-    assert needle in lines[0], (needle, lines[0])
-
 
 # ------------------------------------------------------------------ convprop sweep
 SWEEP_CASES = {

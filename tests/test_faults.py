@@ -4,27 +4,17 @@ evaluation works in chunks whatever the size of the test set."""
 
 import json
 import math
-import subprocess
-import sys
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from convprop import Network
 from convprop.train import TrainConfig, error_rate, predict, read_metrics, run_training
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
-       "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SAMPLE = ["--data", "sample", "--spec", "2c5-2s", "--batch-size", "10", "--dtype", "float64",
           "--no-progress"]
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "convprop", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
 
 
 def test_cli_divergence_stops_at_the_iteration_it_happened(tmp_path):

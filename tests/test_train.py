@@ -5,19 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from conftest import blobs
 from convprop import ConvpropError, Network
 from convprop.train import TrainConfig, Trainer, detect_stall, run_training, smooth, train
-
-
-def blobs(n=200, seed=0):
-    """A tiny learnable problem: each class lights up its own 4x4 patch of a 12x12 image."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    x = rng.uniform(0, 0.2, (n, 12, 12))
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 3)
-        x[i, r * 3 : r * 3 + 4, col * 3 : col * 3 + 4] += 0.8
-    return x, y
 
 
 def small_net(seed=0, activation="sigmoid", dtype="float64"):
