@@ -89,3 +89,18 @@ def test_output_directory_that_is_a_file(tmp_path, capsys):
     code = main(["train", "--iterations", "1", "--out", str(f), "--data", "sample"])
     assert code == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_default_length_on_the_sample_is_one_full_mnist_epoch_of_images(tmp_path):
+    """No --epochs/--iterations on the 10,000-image sample: 6 epochs = 1200 iterations of
+    50, said on stderr; the paper's network then learns (the 200 iterations of a single
+    sample epoch leave it on the sigmoid plateau)."""
+    proc = run_cli("train", "--data", "sample", "--no-progress", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "training 6 epochs of the sample" in proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["iterations"] == 1200 and summary["config"]["epochs"] == 6
+    assert summary["test_error"] < 0.2
+    proc = run_cli("train", "--data", "sample", "--no-progress", "--iterations", "3",
+                   "--out", str(tmp_path / "short"))
+    assert proc.returncode == 0 and "epochs of the sample" not in proc.stderr

@@ -52,7 +52,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="images per iteration (default 50)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int, default=None,
-                        help="passes over the training set (default 1)")
+                        help="passes over the training set (default 1; on the bundled "
+                             "10,000-image sample 6, the 60,000 images of one epoch of "
+                             "full MNIST)")
     length.add_argument("--iterations", type=positive_int, default=None,
                         help="number of mini-batches instead of epochs")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
@@ -126,23 +128,41 @@ def config_from_args(args: argparse.Namespace):
                        diagnostics=args.diagnostics).validate()
 
 
+SAMPLE_EPOCHS = 6  # 6 x 10,000 sample images = one epoch of full MNIST
+
+
+def _uses_sample(source: str | None) -> bool:
+    from convprop.data import mnist_in_cache
+
+    return source == "sample" or (source is None and not mnist_in_cache())
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from convprop.checkpoint import StopOnSignal
     from convprop.train import resume_training, run_training
 
+    log = info
     if args.resume is not None:
         _refuse_options_that_conflict_with_resume(args)
         out = args.resume
     else:
+        if args.epochs is None and args.iterations is None and _uses_sample(args.data):
+            args.epochs = SAMPLE_EPOCHS
+
+            def log(message: str) -> None:  # the note follows the data line
+                info(message)
+                if message.startswith("data:"):
+                    info(f"training {SAMPLE_EPOCHS} epochs of the sample (as many images as "
+                         f"one epoch of full MNIST); --epochs or --iterations to change")
         config = config_from_args(args)
         out = args.out
     with StopOnSignal() as stop:
         if args.resume is not None:
-            summary = resume_training(out, progress=not args.no_progress, log=info,
+            summary = resume_training(out, progress=not args.no_progress, log=log,
                                       checkpoint_every=args.checkpoint_every,
                                       should_stop=stop)
         else:
-            summary = run_training(config, out, progress=not args.no_progress, log=info,
+            summary = run_training(config, out, progress=not args.no_progress, log=log,
                                    checkpoint_every=args.checkpoint_every, should_stop=stop)
     rl = summary["final_rL"]
     print(f"iterations: {summary['iterations']}   final rL: "
