@@ -107,7 +107,7 @@ def test_runs_from_train_configs_round_trip():
 # --------------------------------------------------------------------------- statistics
 
 def test_student_t_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
     for df in (1, 2, 3, 4, 5, 8, 9):
         for t in (0.0, 0.3, 1.0, 2.0, 2.776, 5.0, -3.0):
             assert math.isclose(ex.student_t_sf2(t, df), 2 * stats.t.sf(abs(t), df),
@@ -115,7 +115,7 @@ def test_student_t_matches_scipy():
 
 
 def test_paired_t_matches_scipy():
-    stats = pytest.importorskip("scipy.stats")
+    from scipy import stats
     a, b = [0.30, 0.31, 0.29, 0.33, 0.30], [0.27, 0.30, 0.28, 0.29, 0.26]
     diff, p = ex.paired_t(a, b)
     assert math.isclose(p, stats.ttest_rel(a, b).pvalue, rel_tol=1e-9)
@@ -207,7 +207,7 @@ def test_constant_batch_loss_is_a_stall_even_while_rl_still_falls():
 
 
 def test_ray_executor_gives_the_same_summary_as_serial(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     runs = tiny_runs(activations=("tanh-linear:0.13",))
     ex.run_sweep(runs, tmp_path / "serial", executor="serial")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
 from convprop import kernels
@@ -15,7 +16,6 @@ from convprop.activations import Activation, Sigmoid, get_activation
 from convprop.layers import Conv, fused_code, to_chwn, to_nchw
 from convprop.network import Network
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 FUSED = {  # kernel code -> (activation string, torch f)

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import scipy.io as sio  # noqa: E402
 
 from conftest import PARITY_FILE
 from convprop import Network
 from convprop.matlab import features_from_toolbox, images_from_toolbox, kernels_from_toolbox
 from convprop.optim import SGD
-
-sio = pytest.importorskip("scipy.io")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,13 @@ import functools
 
 import numpy as np
 import pytest
+import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from convprop import kernels
 from convprop.activations import ReLU
 from convprop.network import Network
 from convprop.optim import SGD
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 ACTIVATIONS = [
