@@ -119,7 +119,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     path = ex.write_report(out, [ex.sweep_section(runs)], title=f"Sweep {out.name}")
     bad = sum(r["status"] != "completed" for r in rows.values())
     print(f"{len(rows)} runs ({bad} stalled or diverged); summary: {out / 'summary.csv'}; "
-          f"report: {path}")
+          f"figure: {out / 'sweep.png'}; report: {path}")
     return 0
 
 
