@@ -35,11 +35,12 @@ def assert_one_line_error(proc, needle):
     assert needle in lines[0], (needle, lines[0])
 
 
-def blobs(n=200, seed=0):
-    """A tiny learnable problem: each class lights up its own 4x4 patch of a 12x12 image."""
+def blobs(n=200, seed=0, size=12):
+    """A tiny learnable problem: each class lights up its own 4x4 patch of a size x size
+    image (size >= 12)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, n)
-    x = rng.uniform(0, 0.2, (n, 12, 12))
+    x = rng.uniform(0, 0.2, (n, size, size))
     for i, c in enumerate(y):
         r, col = divmod(int(c), 3)
         x[i, r * 3 : r * 3 + 4, col * 3 : col * 3 + 4] += 0.8

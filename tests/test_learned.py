@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import blobs as make_blobs
 from conftest import numerical_gradient
 from convprop.activations import PReLU, TanhLinearLearned, get_activation
 from convprop.errors import SpecError
@@ -139,13 +140,7 @@ def test_initialize_resets_learned_parameters():
 
 
 def blobs(n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    x = rng.uniform(0, 0.2, (n, 14, 14))
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 3)
-        x[i, r * 3 : r * 3 + 4, col * 3 : col * 3 + 4] += 0.8
-    return x, y
+    return make_blobs(n, seed, size=14)
 
 
 @pytest.mark.parametrize("name", LEARNED)
