@@ -379,20 +379,20 @@ class Network:
         x = self._inputs(x)
         n = x.shape[0]
         t = self._targets(y, n)
-        parts = min(_THREADS["n"], n // 16)
-        if parts <= 1:
-            o, caches = self._run(to_chwn(x), keep=True)
-            loss, dout = self.loss(o.T, t)
-            return loss, self.backward(dout, caches)
+        parts = max(1, min(_THREADS["n"], n // 16))
         bounds = [n * p // parts for p in range(parts + 1)]
 
         def part(p: int) -> tuple[float, dict[str, np.ndarray]]:
             a, b = bounds[p], bounds[p + 1]
             o, caches = self._run(to_chwn(x[a:b]), keep=True)
             loss, dout = self.loss(o.T, t[a:b])
+            if parts == 1:  # the whole batch: no share to weigh by
+                return loss, self.backward(dout, caches)
             share = (b - a) / n
             return loss * share, self.backward(dout * share, caches)
 
+        if parts == 1:
+            return part(0)
         if _THREADS["pool"] is None:
             _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
         results = list(_THREADS["pool"].map(part, range(parts)))
