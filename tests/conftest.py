@@ -47,21 +47,22 @@ def blobs(n=200, seed=0, size=12):
     return x, y
 
 
-def numerical_gradient(f, x, eps=1e-6):
+def numerical_gradient(f, x, eps=1e-6, flat=None):
     """Central differences of the scalar f() with respect to the array x (changed in place
-    and restored)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
+    and restored): the whole gradient, shaped like x, or with ``flat`` (flat indices into
+    x) only those entries, as a 1-D array."""
+    indices = range(x.size) if flat is None else flat
+    out = np.zeros(len(indices), dtype=x.dtype)
+    for j, i in enumerate(indices):
+        ix = np.unravel_index(i, x.shape)
+        old = x[ix]
+        x[ix] = old + eps
         fp = f()
-        x[i] = old - eps
+        x[ix] = old - eps
         fm = f()
-        x[i] = old
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad
+        x[ix] = old
+        out[j] = (fp - fm) / (2 * eps)
+    return out.reshape(x.shape) if flat is None else out
 
 
 @pytest.fixture
