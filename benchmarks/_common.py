@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convprop import Network  # noqa: E402
-from convprop.data import images_to_float, load_data, mnist_in_cache  # noqa: E402
+from convprop.data.mnist import images_to_float, load_data, mnist_in_cache  # noqa: E402
 
 torch.set_num_threads(THREADS)
 SPEC = "6c5-2s-12c5-2s"
@@ -50,7 +50,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def machine() -> str:
-    from convprop.network import get_num_threads
+    from convprop.maths.network import get_num_threads
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.1f}; threads: convprop {get_num_threads()} "

@@ -1,6 +1,6 @@
 """Evaluation speed: the test error on 10,000 MNIST images, convprop against PyTorch eager.
 
-convprop runs ``convprop.train.error_rate`` (what ``convprop evaluate`` and the end of
+convprop runs ``convprop.training.trainer.error_rate`` (what ``convprop evaluate`` and the end of
 ``convprop train`` call: uint8 images converted chunk by chunk, forward, arg-max);
 PyTorch converts the same chunks and runs its twin network under ``torch.inference_mode``.
 Both use the same chunk size.  Prints a table, the peak memory of one convprop
@@ -31,7 +31,7 @@ from _common import (
     torch_twin,
 )
 
-from convprop.train import error_rate
+from convprop.training.trainer import error_rate
 
 N_IMAGES = 10_000
 

@@ -3,8 +3,8 @@
     python scripts/beyond_paper.py --data /path/to/mnist --seeds 0,1 --out runs/beyond
 
 Runs (serially, skipping runs whose summary.json already exists):
-- the learned-activation comparison (convprop.beyond.learned_runs, 600 iterations);
-- the modern baselines (convprop.beyond.modern_runs: 600 iterations and 1 epoch);
+- the learned-activation comparison (convprop.experiments.beyond.learned_runs, 600 iterations);
+- the modern baselines (convprop.experiments.beyond.modern_runs: 600 iterations and 1 epoch);
 - the four gradient-flow runs of the diagnostics figure (300 iterations, every 10).
 Writes OUT/beyond.md (both tables) and docs/figures/diagnostics.png.  The same runs
 with the CLI: `convprop train --activation prelu:map:0.25 --iterations 600 --data DIR`,
@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from convprop import beyond
-from convprop.data import load_data
-from convprop.train import TrainConfig, run_training
+from convprop.data.mnist import load_data
+from convprop.experiments import beyond
+from convprop.training.trainer import TrainConfig, run_training
 
 
 def main() -> int:

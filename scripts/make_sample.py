@@ -19,14 +19,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from convprop.data import (  # noqa: E402
+from convprop.data.mnist import (  # noqa: E402
     MNIST_FILES,
     MNIST_SHA256,
     encode_idx,
     load_mnist_dir,
 )
 
-DEFAULT_OUT = REPO / "src" / "convprop" / "sample_data"
+DEFAULT_OUT = REPO / "src" / "convprop" / "data" / "sample_data"
 
 
 def sample_files(src: Path, n_train: int, n_test: int) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""The run lists and report tables of convprop.beyond (used by `convprop reproduce`)."""
+"""The run lists and report tables of convprop.experiments.beyond (used by `convprop reproduce`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from convprop import beyond
-from convprop.data import load_sample
-from convprop.train import TrainConfig, run_training
+from convprop.data.mnist import load_sample
+from convprop.experiments import beyond
+from convprop.training.trainer import TrainConfig, run_training
 
 
 def test_learned_runs_cover_grid_best_and_learned_variants():

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import CLI_ENV
 from conftest import blobs as make_blobs
-from convprop.checkpoint import FILENAME, StopOnSignal, load_checkpoint, save_checkpoint
 from convprop.errors import CheckpointError
-from convprop.model import load_model
-from convprop.train import TrainConfig, resume_training, run_training
+from convprop.interop.model import load_model
+from convprop.training.checkpoint import FILENAME, StopOnSignal, load_checkpoint, save_checkpoint
+from convprop.training.trainer import TrainConfig, resume_training, run_training
 
 ENV = CLI_ENV
 TRAIN = ["train", "--data", "sample", "--spec", "2c5-2s", "--activation", "tanh", "--lr", "0.5",
@@ -159,7 +159,7 @@ def test_checkpoint_every_keeps_the_stored_interval_on_resume(tmp_path):
 
 
 def test_second_ctrl_c_during_the_checkpoint_write_corrupts_nothing(tmp_path, monkeypatch):
-    import convprop.checkpoint as ckpt_module
+    import convprop.training.checkpoint as ckpt_module
 
     real = ckpt_module.write_npz
 
@@ -185,8 +185,8 @@ def test_resume_refuses_other_data(tmp_path):
 
 
 def test_checkpoint_round_trip_keeps_rng_permutation_and_position(tmp_path):
-    from convprop.network import Network
-    from convprop.train import Trainer
+    from convprop.maths.network import Network
+    from convprop.training.trainer import Trainer
 
     x, y = blobs()
     cfg = TrainConfig(**CFG)
@@ -220,8 +220,8 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, damage, needle):
 def test_extra_trainer_records_survive_a_checkpoint(tmp_path):
     """Per-run records a trainer keeps beside the losses (e.g. gradient diagnostics) come
     back as they were, floats bit for bit."""
-    from convprop.network import Network
-    from convprop.train import Trainer
+    from convprop.maths.network import Network
+    from convprop.training.trainer import Trainer
 
     x, y = blobs()
     cfg = TrainConfig(**CFG)

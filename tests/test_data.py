@@ -1,4 +1,4 @@
-"""convprop.data: IDX reading and validation, the sample, the cache, load_data, fetch_mnist."""
+"""convprop.data.mnist: IDX reading and validation, the sample, the cache, load_data, fetch."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convprop import data as D
-from convprop.data import (
+from convprop.data import mnist as D
+from convprop.data.mnist import (
     MNIST_FILES,
     MNIST_SHA256,
     Dataset,
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 HAVE_MNIST = all((MNIST_DIR / f"{n}.gz").is_file() for n in MNIST_FILES.values())
 needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"full MNIST not in {MNIST_DIR}")
-SAMPLE = files("convprop") / "sample_data"
+SAMPLE = files("convprop.data") / "sample_data"
 FULL_SHAPES = {"train_images": (60000, 28, 28), "train_labels": (60000,),
                "test_images": (10000, 28, 28), "test_labels": (10000,)}
 SAMPLE_SHAPES = {"train_images": (10000, 28, 28), "train_labels": (10000,),

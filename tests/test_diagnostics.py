@@ -8,15 +8,15 @@ import functools
 import numpy as np
 import pytest
 
-from convprop import diagnostics
 from convprop.cli import main
-from convprop.network import Network
-from convprop.train import TrainConfig, Trainer
+from convprop.maths.network import Network
+from convprop.training import diagnostics
+from convprop.training.trainer import TrainConfig, Trainer
 
 
 @functools.cache
 def sample():
-    from convprop.data import load_sample
+    from convprop.data.mnist import load_sample
 
     return load_sample()
 

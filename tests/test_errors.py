@@ -13,8 +13,8 @@ import pytest
 
 from conftest import assert_one_line_error, run_cli
 from convprop import ConvpropError, Network, get_activation, parse_spec
-from convprop.data import MNIST_FILES, encode_idx, read_idx
-from convprop.model import load_model, save_model
+from convprop.data.mnist import MNIST_FILES, encode_idx, read_idx
+from convprop.interop.model import load_model, save_model
 
 # ------------------------------------------------------------------ data directories
 RNG = np.random.default_rng(0)
@@ -301,9 +301,9 @@ def test_cli_resume_finished_run(tmp_path):
 ], ids=["truncated", "zeros", "version", "format", "losses", "perm", "pos", "every",
         "iteration", "config", "param", "rng"])
 def test_cli_resume_corrupt_checkpoint(tmp_path, damage, needle):
-    from convprop.checkpoint import checkpoint_path, save_checkpoint
-    from convprop.data import load_mnist_dir
-    from convprop.train import TrainConfig, Trainer
+    from convprop.data.mnist import load_mnist_dir
+    from convprop.training.checkpoint import checkpoint_path, save_checkpoint
+    from convprop.training.trainer import TrainConfig, Trainer
 
     d = mnist_dir(tmp_path / "d")
     data = load_mnist_dir(d)
@@ -319,9 +319,9 @@ def test_cli_resume_corrupt_checkpoint(tmp_path, damage, needle):
 
 
 def test_cli_resume_with_conflicting_option(tmp_path):
-    from convprop.checkpoint import checkpoint_path, save_checkpoint
-    from convprop.data import load_mnist_dir
-    from convprop.train import TrainConfig, Trainer
+    from convprop.data.mnist import load_mnist_dir
+    from convprop.training.checkpoint import checkpoint_path, save_checkpoint
+    from convprop.training.trainer import TrainConfig, Trainer
 
     d = mnist_dir(tmp_path / "d")
     data = load_mnist_dir(d)
@@ -394,20 +394,20 @@ def _tmp_file(content):
 
 
 def _config(**kw):
-    from convprop.train import TrainConfig
+    from convprop.training.trainer import TrainConfig
 
     return TrainConfig(**kw)
 
 
 def _config_from(d):
-    from convprop.train import TrainConfig
+    from convprop.training.trainer import TrainConfig
 
     return TrainConfig.from_dict(d)
 
 
 def _train(checkpoint_every=None, batch_size=5):
-    from convprop.data import load_mnist_dir
-    from convprop.train import run_training
+    from convprop.data.mnist import load_mnist_dir
+    from convprop.training.trainer import run_training
 
     data = load_mnist_dir(mnist_dir(_TMP[0] / "data"))
     return run_training(_config(spec="2c5-2s", iterations=2, batch_size=batch_size),
@@ -415,7 +415,7 @@ def _train(checkpoint_every=None, batch_size=5):
 
 
 def _resume():
-    from convprop.train import resume_training
+    from convprop.training.trainer import resume_training
 
     return resume_training(_TMP[0] / "no-run-here")
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import assert_one_line_error, run_cli
 from convprop import ConvpropError, Network
-from convprop.model import save_model
+from convprop.interop.model import save_model
 
 # ------------------------------------------------------------------ convprop sweep
 SWEEP_CASES = {
@@ -62,7 +62,7 @@ def test_cli_sweep_output_is_a_file(tmp_path):
 @settings(max_examples=100, deadline=None)
 @given(lr=st.text(max_size=12), seeds=st.text(max_size=12), activation=st.text(max_size=16))
 def test_grid_parser_raises_only_convprop_errors(lr, seeds, activation):
-    from convprop.experiments import parse_grid
+    from convprop.experiments.core import parse_grid
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

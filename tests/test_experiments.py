@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from convprop import experiments as ex
 from convprop.errors import ConvpropError
+from convprop.experiments import core as ex
 
 TINY = dict(spec="4c5-2s", iterations=20, batch_size=20, data="sample")
 
@@ -93,7 +93,7 @@ def test_run_names_are_stable_and_distinguish_every_parameter():
 
 
 def test_runs_from_train_configs_round_trip():
-    from convprop.train import TrainConfig
+    from convprop.training.trainer import TrainConfig
 
     config = TrainConfig(activation="leaky-relu:0.05", lr=1, iterations=30, seed=2,
                          data="sample", loss="mse")
@@ -194,7 +194,7 @@ def test_stalled_and_diverged_runs_are_reported(tmp_path):
 
 
 def test_constant_batch_loss_is_a_stall_even_while_rl_still_falls():
-    from convprop.train import detect_stall, smooth
+    from convprop.training.trainer import detect_stall, smooth
 
     losses = np.r_[np.full(20, 1.25), np.full(580, 0.5)]  # outputs all saturated at 0
     rl = smooth(losses)

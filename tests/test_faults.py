@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from convprop import Network
-from convprop.train import TrainConfig, error_rate, predict, read_metrics, run_training
+from convprop.training.trainer import TrainConfig, error_rate, predict, read_metrics, run_training
 
 SAMPLE = ["--data", "sample", "--spec", "2c5-2s", "--batch-size", "10", "--dtype", "float64",
           "--no-progress"]
@@ -122,7 +122,7 @@ def test_evaluation_memory_does_not_grow_with_the_test_set(how):
 def test_stall_seen_in_batch_losses_while_rl_still_falls():
     """Outputs saturated early: the batch loss is constant at 0.5 but rL, which forgets
     slowly, still falls by more than 2% over the second half; the batch losses show it."""
-    from convprop.train import detect_stall, smooth
+    from convprop.training.trainer import detect_stall, smooth
 
     losses = np.concatenate([np.full(20, 1.25), np.full(280, 0.5)])
     rl = smooth(losses)

@@ -6,8 +6,8 @@ from PIL import Image
 
 from convprop import Network, save_model
 from convprop.cli import main
-from convprop.data import load_sample
-from convprop.features import feature_data, plot_features
+from convprop.data.mnist import load_sample
+from convprop.plots.features import feature_data, plot_features
 
 
 @pytest.fixture

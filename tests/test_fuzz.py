@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from convprop import ConvpropError, get_activation, parse_spec
-from convprop.checkpoint import load_checkpoint
-from convprop.data import encode_idx, read_idx
+from convprop.data.mnist import encode_idx, read_idx
 from convprop.errors import CheckpointError, DataError, ModelFileError, SpecError
-from convprop.model import load_model
-from convprop.train import TrainConfig
+from convprop.interop.model import load_model
+from convprop.training.checkpoint import load_checkpoint
+from convprop.training.trainer import TrainConfig
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

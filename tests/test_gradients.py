@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import numerical_gradient
-from convprop import kernels
-from convprop.activations import Activation, get_activation
 from convprop.errors import ConvpropError, SpecError
-from convprop.layers import Conv, Dense, MaxPool, MeanPool
-from convprop.network import Network, parse_spec
+from convprop.maths import kernels
+from convprop.maths.activations import Activation, get_activation
+from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool
+from convprop.maths.network import Network, parse_spec
 
 ACTIVATIONS = [
     "sigmoid", "tanh", "tanh-linear:0.13", "tanh-linear:0", "relu", "leaky-relu:0.05",

@@ -8,9 +8,9 @@ from PIL import Image, ImageDraw
 
 from convprop import load_model
 from convprop.cli import main
-from convprop.data import load_sample
-from convprop.images import ImageError, load_digit, prepare
-from convprop.train import TrainConfig, predict, run_training
+from convprop.data.mnist import load_sample
+from convprop.interop.images import ImageError, load_digit, prepare
+from convprop.training.trainer import TrainConfig, predict, run_training
 
 
 @pytest.fixture(scope="module")

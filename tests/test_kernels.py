@@ -11,10 +11,10 @@ import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
-from convprop import kernels
-from convprop.activations import Activation, Sigmoid, get_activation
-from convprop.layers import Conv, fused_code, to_chwn, to_nchw
-from convprop.network import Network
+from convprop.maths import kernels
+from convprop.maths.activations import Activation, Sigmoid, get_activation
+from convprop.maths.layers import Conv, fused_code, to_chwn, to_nchw
+from convprop.maths.network import Network
 
 F = torch.nn.functional
 
@@ -255,7 +255,7 @@ def test_public_conv_forward_cache_keeps_z_and_a(name):
 
 def test_threaded_inference_gives_the_same_outputs():
     """forward() with 2 threads (slices in parallel) equals forward() with 1, bit for bit."""
-    from convprop.network import get_num_threads, set_num_threads
+    from convprop.maths.network import get_num_threads, set_num_threads
 
     net = Network.from_spec(dtype="float32", seed=4)
     x = np.random.default_rng(6).uniform(0, 1, (300, 28, 28))
@@ -273,7 +273,7 @@ def test_threaded_inference_gives_the_same_outputs():
 def test_threaded_training_is_deterministic_and_equals_one_thread():
     """loss_and_grads with 2 threads (two half-batches): the same bits twice, and the
     one-thread loss and gradients up to rounding."""
-    from convprop.network import get_num_threads, set_num_threads
+    from convprop.maths.network import get_num_threads, set_num_threads
 
     net = Network.from_spec(dtype="float64", seed=4)
     rng = np.random.default_rng(7)

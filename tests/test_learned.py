@@ -9,11 +9,11 @@ import torch
 
 from conftest import blobs as make_blobs
 from conftest import numerical_gradient
-from convprop.activations import PReLU, TanhLinearLearned, get_activation
 from convprop.errors import SpecError
-from convprop.model import load_model, save_model
-from convprop.network import Network
-from convprop.train import TrainConfig, run_training, train
+from convprop.interop.model import load_model, save_model
+from convprop.maths.activations import PReLU, TanhLinearLearned, get_activation
+from convprop.maths.network import Network
+from convprop.training.trainer import TrainConfig, run_training, train
 
 F = torch.nn.functional
 LEARNED = ["prelu:map:0.05", "prelu:layer:0.05", "tanh-linear-learned:map:0.13",

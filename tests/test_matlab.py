@@ -14,7 +14,7 @@ import scipy.io as sio
 from conftest import PARITY_FILE
 from convprop import ModelError, Network, load_model, save_model
 from convprop.cli import main
-from convprop.matlab import export_matlab, images_from_toolbox, import_matlab
+from convprop.interop.matlab import export_matlab, images_from_toolbox, import_matlab
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 import convprop
 from convprop import ModelError, Network, load_model, save_model
 from convprop.cli import main
-from convprop.data import load_sample
-from convprop.model import describe_model
-from convprop.train import TrainConfig, error_rate, run_training
+from convprop.data.mnist import load_sample
+from convprop.interop.model import describe_model
+from convprop.training.trainer import TrainConfig, error_rate, run_training
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_save_load_round_trip_keeps_spec_activation_dtype_and_record(tmp_path):
 def test_every_parameter_is_stored_including_learnable_activation_ones(tmp_path, monkeypatch):
     """An activation with its own learnable parameters (e.g. PReLU's conv1.alpha) puts
     them into Network.params; the file stores and restores every entry."""
-    from convprop import layers
+    from convprop.maths import layers
 
     original = layers.Conv.__init__
 

@@ -12,10 +12,10 @@ import torch
 from conftest import numerical_gradient
 from convprop.cli import main
 from convprop.errors import ConvpropError
-from convprop.losses import CrossEntropy, get_loss
-from convprop.network import Network
-from convprop.optim import Adam, Momentum, get_optimizer
-from convprop.train import TrainConfig, Trainer
+from convprop.maths.losses import CrossEntropy, get_loss
+from convprop.maths.network import Network
+from convprop.maths.optim import Adam, Momentum, get_optimizer
+from convprop.training.trainer import TrainConfig, Trainer
 
 F = torch.nn.functional
 

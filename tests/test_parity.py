@@ -6,8 +6,8 @@ import scipy.io as sio  # noqa: E402
 
 from conftest import PARITY_FILE
 from convprop import Network
-from convprop.matlab import features_from_toolbox, images_from_toolbox, kernels_from_toolbox
-from convprop.optim import SGD
+from convprop.interop.matlab import features_from_toolbox, images_from_toolbox, kernels_from_toolbox
+from convprop.maths.optim import SGD
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from convprop import beyond
-from convprop import experiments as ex
-from convprop import reproduce_beyond as rb
 from convprop.cli import main
+from convprop.experiments import beyond
+from convprop.experiments import core as ex
+from convprop.experiments import reproduce_beyond as rb
 
 ARGS = ["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "8", "--seeds",
         "1", "--executor", "serial", "--diagnostics", "4"]

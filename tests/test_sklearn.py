@@ -1,12 +1,12 @@
-"""convprop.sklearn.CNNClassifier: scikit-learn's own estimator checks, and real use."""
+"""convprop.interop.sklearn.CNNClassifier: scikit-learn's own estimator checks, and real use."""
 
 import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from convprop.data import load_sample  # noqa: E402
-from convprop.sklearn import CNNClassifier  # noqa: E402
+from convprop.data.mnist import load_sample  # noqa: E402
+from convprop.interop.sklearn import CNNClassifier  # noqa: E402
 
 # A conv layer of 1x1 kernels: the checks feed data with 1 to 10 features, which become
 # 1x1 .. 4x4 images, too small for the paper's 5x5 kernels.  With this spec every check

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from convprop import experiments as ex
 from convprop.cli import main
+from convprop.experiments import core as ex
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--data", "sample", "--spec", "4c5-2s", "--batch-size", "20"]

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
-from convprop import kernels
-from convprop.activations import ReLU
-from convprop.network import Network
-from convprop.optim import SGD
+from convprop.maths import kernels
+from convprop.maths.activations import ReLU
+from convprop.maths.network import Network
+from convprop.maths.optim import SGD
 
 F = torch.nn.functional
 
@@ -103,9 +103,9 @@ def torch_loss_and_grads(spec, activation, params_np, x_np, y_onehot):
 @functools.cache
 def mnist_batch() -> tuple[np.ndarray, np.ndarray]:
     """N real digits in [0, 1] (the packaged sample), or synthetic strokes on a blank
-    28x28 canvas when convprop.data is not available."""
+    28x28 canvas when convprop.data.mnist is not available."""
     try:
-        from convprop.data import load_sample
+        from convprop.data.mnist import load_sample
         ds = load_sample()
         return ds.train_x[:N].astype(np.float64) / 255.0, ds.train_y[:N].astype(np.int64)
     except ImportError:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from convprop.network import Network
+from convprop.maths.network import Network
 
 F = torch.nn.functional
 

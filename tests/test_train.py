@@ -7,7 +7,14 @@ import pytest
 
 from conftest import blobs
 from convprop import ConvpropError, Network
-from convprop.train import TrainConfig, Trainer, detect_stall, run_training, smooth, train
+from convprop.training.trainer import (
+    TrainConfig,
+    Trainer,
+    detect_stall,
+    run_training,
+    smooth,
+    train,
+)
 
 
 def small_net(seed=0, activation="sigmoid", dtype="float64"):
@@ -140,8 +147,8 @@ class _Data:
 
 
 def test_run_training_writes_metrics_summary_and_model(tmp_path):
-    from convprop.model import load_model
-    from convprop.train import error_rate, read_metrics
+    from convprop.interop.model import load_model
+    from convprop.training.trainer import error_rate, read_metrics
 
     x, y = blobs(400)
     cfg = TrainConfig(spec="4c3-2s", iterations=50, batch_size=10, dtype="float64")

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from convprop.data import fetch_mnist
+    from convprop.data.mnist import fetch_mnist
 
     dest = fetch_mnist(args.dir, mirrors=args.mirror, retries=args.retries, progress=True)
     info(f"MNIST verified in {dest}")
@@ -36,7 +36,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from convprop.data import cache_dir, mnist_in_cache
+    from convprop.data.mnist import cache_dir, mnist_in_cache
 
     print(f"cache directory: {cache_dir()} (set CONVPROP_DATA_DIR to change it)")
     print(f"full MNIST in cache: {'yes' if mnist_in_cache() else 'no (run `convprop data fetch`)'}")

@@ -73,8 +73,8 @@ def register_plot_features(plot_sub) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from convprop.images import load_digit, scores
-    from convprop.model import load_model
+    from convprop.interop.images import load_digit, scores
+    from convprop.interop.model import load_model
 
     net = _load_for_images(args.model, load_model)
     digits = np.stack([load_digit(p, args.always_preprocess) for p in args.images])
@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from convprop.model import describe_model, load_model
+    from convprop.interop.model import describe_model, load_model
 
     net = load_model(args.model)
     report = describe_model(net)
@@ -132,8 +132,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from convprop.matlab import import_matlab
-    from convprop.model import save_model
+    from convprop.interop.matlab import import_matlab
+    from convprop.interop.model import save_model
 
     net = import_matlab(args.mat, args.variable)
     save_model(net, args.output)
@@ -142,8 +142,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from convprop.matlab import export_matlab
-    from convprop.model import load_model
+    from convprop.interop.matlab import export_matlab
+    from convprop.interop.model import load_model
 
     net = load_model(args.model)
     export_matlab(net, args.output, version=args.mat_version)
@@ -152,9 +152,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_features(args: argparse.Namespace) -> int:
-    from convprop.features import feature_data, plot_features
-    from convprop.images import load_digit
-    from convprop.model import load_model
+    from convprop.interop.images import load_digit
+    from convprop.interop.model import load_model
+    from convprop.plots.features import feature_data, plot_features
 
     net = _load_for_images(args.model, load_model)
     digit = load_digit(args.image, args.always_preprocess)

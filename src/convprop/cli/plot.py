@@ -39,10 +39,10 @@ def register(sub) -> None:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from convprop import plots
     from convprop.errors import ConvpropError
-    from convprop.experiments import parse_activations
+    from convprop.experiments.core import parse_activations
     from convprop.fileio import ensure_dir
+    from convprop.plots import figures as plots
 
     if not (0 < args.x_range < 1e6):
         raise ConvpropError(f"--range must be positive, got {args.x_range}")

@@ -78,7 +78,7 @@ def register(sub) -> None:
 #: flag's value lands in ``ReproduceOptions.extra[dest]`` (e.g. ``--modern`` ->
 #: ``extra["modern"]``) for the section factories in ``experiments.REPRODUCE_SECTIONS``.
 def _beyond_flags(r: argparse.ArgumentParser) -> None:
-    """The sections of ``convprop.reproduce_beyond``."""
+    """The sections of ``convprop.experiments.reproduce_beyond``."""
     r.add_argument("--modern", action="store_true",
                    help="also train the modern baselines (cross-entropy, momentum, Adam, He "
                         "init, all together): one table row each, test error after "
@@ -103,7 +103,7 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from convprop import experiments as ex
+    from convprop.experiments import core as ex
     from convprop.fileio import ensure_dir, write_json
 
     grid = ex.parse_grid(activation=args.activation, lr=args.lr, batch_size=args.batch_size,
@@ -124,7 +124,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from convprop import experiments as ex
+    from convprop.experiments import core as ex
 
     if getattr(args, "diagnostics", 0) < 0:
         raise ConvpropError(f"--diagnostics: {args.diagnostics} must be >= 0 (0 = off)")
@@ -135,12 +135,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     o = ex.ReproduceOptions(seeds=args.seeds, data=data, iterations=args.iterations,
                             extra={d: getattr(args, d) for d in args.extra_dests})
     if args.spec is not None:
-        from convprop.network import parse_spec
+        from convprop.maths.network import parse_spec
 
         parse_spec(args.spec)
         o.spec = args.spec
     if data == "mnist":
-        from convprop.data import load_data
+        from convprop.data.mnist import load_data
 
         load_data("mnist")  # a one-line error now, not in every worker, if it is absent
     path = ex.reproduce(o, args.out, args.executor, args.workers, args.address, log=info)
@@ -149,7 +149,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from convprop import experiments as ex
+    from convprop.experiments import core as ex
 
     print(f"report: {ex.report(args.path)}")
     return 0

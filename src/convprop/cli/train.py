@@ -14,7 +14,7 @@ from convprop.cli.common import (
     positive_float,
     positive_int,
 )
-from convprop.network import DEFAULT_SPEC
+from convprop.maths.network import DEFAULT_SPEC
 
 
 def register(sub) -> None:
@@ -65,9 +65,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 
 def add_modern_options(p: argparse.ArgumentParser) -> None:
     """Beyond the paper: today's defaults as options, and gradient-flow diagnostics."""
-    from convprop.losses import LOSSES
-    from convprop.network import INITS
-    from convprop.optim import DEFAULT_BETAS, DEFAULT_MOMENTUM, OPTIMIZERS
+    from convprop.maths.losses import LOSSES
+    from convprop.maths.network import INITS
+    from convprop.maths.optim import DEFAULT_BETAS, DEFAULT_MOMENTUM, OPTIMIZERS
 
     p.add_argument("--loss", choices=tuple(LOSSES), default="mse",
                    help="mse: the paper's squared error on sigmoid outputs (default); "
@@ -118,7 +118,7 @@ def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from convprop.train import TrainConfig
+    from convprop.training.trainer import TrainConfig
 
     return TrainConfig(spec=args.spec, activation=args.activation, lr=args.lr,
                        batch_size=args.batch_size, epochs=args.epochs,
@@ -132,14 +132,14 @@ SAMPLE_EPOCHS = 6  # 6 x 10,000 sample images = one epoch of full MNIST
 
 
 def _uses_sample(source: str | None) -> bool:
-    from convprop.data import mnist_in_cache
+    from convprop.data.mnist import mnist_in_cache
 
     return source == "sample" or (source is None and not mnist_in_cache())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convprop.checkpoint import StopOnSignal
-    from convprop.train import resume_training, run_training
+    from convprop.training.checkpoint import StopOnSignal
+    from convprop.training.trainer import resume_training, run_training
 
     log = info
     if args.resume is not None:
@@ -215,8 +215,8 @@ def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
     line whose value differs from the stored one is refused, and so is another --out."""
     from pathlib import Path
 
-    from convprop.checkpoint import load_checkpoint
     from convprop.errors import ConvpropError
+    from convprop.training.checkpoint import load_checkpoint
 
     stored = load_checkpoint(args.resume).config().to_dict()
     typed = _typed_options(args)
@@ -237,10 +237,10 @@ def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from convprop.data import load_data
+    from convprop.data.mnist import load_data
     from convprop.errors import ConvpropError
-    from convprop.model import load_model
-    from convprop.train import confusion_matrix, predict
+    from convprop.interop.model import load_model
+    from convprop.training.trainer import confusion_matrix, predict
 
     net = load_model(args.model)
     data = load_data(args.data)

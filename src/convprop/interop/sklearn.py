@@ -2,7 +2,7 @@
 
 Needs the optional extra ``pip install 'convprop[sklearn]'`` (scikit-learn).
 
->>> from convprop.sklearn import CNNClassifier                      # doctest: +SKIP
+>>> from convprop.interop.sklearn import CNNClassifier                      # doctest: +SKIP
 >>> clf = CNNClassifier(epochs=1).fit(X_train, y_train)            # doctest: +SKIP
 >>> clf.score(X_test, y_test)                                       # doctest: +SKIP
 
@@ -29,11 +29,11 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("convprop.sklearn needs scikit-learn: pip install "
+    raise ImportError("convprop.interop.sklearn needs scikit-learn: pip install "
                       "'convprop[sklearn]'") from exc
 
-from convprop.network import DEFAULT_SPEC, Network
-from convprop.train import TrainConfig, train
+from convprop.maths.network import DEFAULT_SPEC, Network
+from convprop.training.trainer import TrainConfig, train
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from convprop.activations import Activation, get_activation
 from convprop.errors import ConvpropError, SpecError
-from convprop.layers import Conv, Dense, MaxPool, MeanPool, to_chwn
-from convprop.losses import get_loss
+from convprop.maths.activations import Activation, get_activation
+from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, to_chwn
+from convprop.maths.losses import get_loss
 
 DEFAULT_SPEC = "6c5-2s-12c5-2s"
 DTYPES = ("float32", "float64")

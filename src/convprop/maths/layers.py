@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convprop import kernels
-from convprop.activations import (
+from convprop.maths import kernels
+from convprop.maths.activations import (
     Activation,
     Identity,
     LeakyReLU,

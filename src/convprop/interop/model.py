@@ -28,7 +28,7 @@ import numpy as np
 
 from convprop.errors import ConvpropError, ModelError
 from convprop.fileio import write_npz
-from convprop.network import Network
+from convprop.maths.network import Network
 
 FORMAT = "convprop-model"
 VERSION = 1

@@ -278,7 +278,7 @@ def load_mnist_dir(directory: str | os.PathLike) -> Dataset:
 
 def load_sample() -> Dataset:
     """The MNIST sample shipped with convprop (first 10000 train / 2000 test images)."""
-    root = files("convprop") / SAMPLE_DIR
+    root = files("convprop.data") / SAMPLE_DIR
     with ExitStack() as stack:
         paths = {role: stack.enter_context(as_file(root / f"{name}.gz"))
                  for role, name in MNIST_FILES.items()}

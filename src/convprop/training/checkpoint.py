@@ -2,7 +2,7 @@
 
 A run resumed from a checkpoint ends with bit-for-bit the parameters and
 ``metrics.csv`` of the same run left alone (given the same BLAS thread count), because
-the checkpoint holds the whole state of :class:`~convprop.train.Trainer`:
+the checkpoint holds the whole state of :class:`~convprop.training.trainer.Trainer`:
 
 - the parameters, and the optimiser's state (its ``state_dict()``);
 - the shuffling RNG's bit-generator state, the current epoch's permutation and the
@@ -43,7 +43,7 @@ from convprop.errors import CheckpointError, ConvpropError
 from convprop.fileio import write_npz
 
 if TYPE_CHECKING:
-    from convprop.train import TrainConfig, Trainer
+    from convprop.training.trainer import TrainConfig, Trainer
 
 FORMAT = "convprop-checkpoint"
 VERSION = 1
@@ -134,7 +134,7 @@ class Checkpoint:
 
     def config(self) -> TrainConfig:
         """The stored training options, validated."""
-        from convprop.train import TrainConfig
+        from convprop.training.trainer import TrainConfig
 
         try:
             return TrainConfig.from_dict(dict(self.meta["config"])).validate()

@@ -3,7 +3,7 @@
 A **run** (:class:`Run`) is one ``convprop train`` job: every training option fixed,
 seed included.  A **grid** (:func:`parse_grid`) expands comma lists such as
 ``--activation tanh-linear:0,0.05,0.13 --lr 0.1,2 --seeds 0-4`` into runs, in a fixed
-order.  Each run trains with :func:`convprop.train.run_training` into its own folder
+order.  Each run trains with :func:`convprop.training.trainer.run_training` into its own folder
 ``runs/<name>``, the name spelled from its parameters (:attr:`Run.name`), so the same
 run always lands in the same folder and two sweeps that share it can share the result.
 
@@ -58,11 +58,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from convprop.activations import _fmt, get_activation
 from convprop.errors import ConvpropError
 from convprop.fileio import atomic_open, ensure_dir, write_csv, write_json
-from convprop.network import DEFAULT_SPEC
-from convprop.train import STATUSES, TrainConfig
+from convprop.maths.activations import _fmt, get_activation
+from convprop.maths.network import DEFAULT_SPEC
+from convprop.training.trainer import STATUSES, TrainConfig
 
 MAX_RUNS = 1000  # a larger grid needs --force
 EXECUTORS = ("process", "serial", "ray")
@@ -256,7 +256,7 @@ def _is_number(text: str) -> bool:
 def parse_data(text: str | None) -> list[str]:
     """``--data`` values: ``sample``, ``mnist`` or directories (made absolute); none
     given: full MNIST if cached, else the sample."""
-    from convprop.data import mnist_in_cache
+    from convprop.data.mnist import mnist_in_cache
 
     if text is None:
         return ["mnist" if mnist_in_cache() else "sample"]
@@ -322,7 +322,7 @@ def parse_grid(activation: str | Sequence[str] | None = None, lr: str | None = N
                seeds: str | None = None, loss: str | None = None,
                optimizer: str | None = None, init: str | None = None) -> Grid:
     """The grid of ``convprop sweep``'s options (each a comma list; None = default)."""
-    from convprop.network import parse_spec
+    from convprop.maths.network import parse_spec
 
     if iterations is not None and epochs is not None:
         raise ConvpropError("give --iterations or --epochs, not both")
@@ -362,7 +362,7 @@ _DATASETS: dict[str, Any] = {}
 def dataset(data: str):
     """The data set, loaded once per process (each worker keeps its own copy)."""
     if data not in _DATASETS:
-        from convprop.data import load_data
+        from convprop.data.mnist import load_data
 
         _DATASETS[data] = load_data(data)
     return _DATASETS[data]
@@ -398,7 +398,7 @@ def row_of(run: Run, summary: dict[str, Any]) -> dict[str, Any]:
 
 def execute_run(run: Run, run_dir: str) -> dict[str, Any]:
     """Train ``run`` into ``run_dir`` (a worker's job); returns its summary.json."""
-    from convprop.train import run_training
+    from convprop.training.trainer import run_training
 
     # One BLAS thread whatever the executor (a multi-threaded BLAS may sum in another
     # order); a diverging run overflows, which is reported as such, not warned about.
@@ -616,7 +616,7 @@ class Results:
             path = self.out_dir / "runs" / run.name / "metrics.csv"
             if not path.is_file():
                 return None
-            from convprop.train import read_metrics
+            from convprop.training.trainer import read_metrics
 
             self._curves[run.name] = np.atleast_1d(read_metrics(path)["rL"])
         return self._curves[run.name]
@@ -807,7 +807,7 @@ class SweepSection:
         return "\n".join(lines)
 
     def figure(self, results: Results, out_dir: Path, stats: Sequence[SettingStats]) -> str:
-        from convprop import plots
+        from convprop.plots import figures as plots
 
         curves = {s.label: [c for c in (results.curve(r) for r in s.runs) if c is not None]
                   for s in stats}
@@ -888,7 +888,7 @@ class ActivationSection:
         return []
 
     def render(self, results: Results, out_dir: Path) -> str:
-        from convprop import plots
+        from convprop.plots import figures as plots
 
         images = []
         for stem, (title, names) in plots.PAPER_ACTIVATION_FIGURES.items():
@@ -972,7 +972,9 @@ def paper_sections(o: ReproduceOptions) -> list[Section]:
 #: Factories of reproduction sections, in report order.  Append your own
 #: ``f(options) -> list[Section]`` to extend ``convprop reproduce`` and its report.
 def beyond_sections(o: ReproduceOptions) -> list[Section]:
-    from convprop.reproduce_beyond import sections  # imported late: it builds on this module
+    from convprop.experiments.reproduce_beyond import (
+        sections,  # imported late: it builds on this module
+    )
 
     return sections(o)
 
@@ -1087,8 +1089,8 @@ def report(path: str | os.PathLike, log: Callable[[str], None] | None = None) ->
 
 
 def _report_single_run(p: Path) -> Path:
-    from convprop import plots
-    from convprop.train import read_metrics
+    from convprop.plots import figures as plots
+    from convprop.training.trainer import read_metrics
 
     try:
         summary = json.loads((p / "summary.json").read_text())

@@ -1,5 +1,6 @@
 """Beyond the paper, in ``convprop reproduce``: three report sections built on
-:mod:`convprop.beyond` through the report extension point of :mod:`convprop.experiments`.
+:mod:`convprop.experiments.beyond` through the report extension point of
+:mod:`convprop.experiments.core`.
 
 - ``learned``: the learned activation parameters (:data:`beyond.LEARNED`: ``prelu`` and
   ``tanh-linear-learned``, per map and per layer) beside the grid-searched best of the
@@ -28,9 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from convprop import beyond
-from convprop.activations import _fmt
-from convprop.experiments import (
+from convprop.experiments import beyond
+from convprop.experiments.core import (
     FIG6_LR,
     FIG9_LR,
     ClaimSection,
@@ -42,7 +42,8 @@ from convprop.experiments import (
     paired_t,
     paper_sections,
 )
-from convprop.train import TrainConfig
+from convprop.maths.activations import _fmt
+from convprop.training.trainer import TrainConfig
 
 SWEEP_KEYS = ("fig6", "fig7", "fig9")
 
@@ -187,7 +188,7 @@ class DiagnosticsSection:
 def _last_values(sweep: ClaimSection, runs: list[Run], results: Results) -> str:
     """Table: per setting, the saturated or dead fraction of each conv layer and the mean
     |δ| of the first, at the first and the last recorded iteration."""
-    from convprop.diagnostics import read_diagnostics
+    from convprop.training.diagnostics import read_diagnostics
 
     data = [read_diagnostics(results.out_dir / "runs" / r.name) for r in runs]
     metric = "dead" if any("dead" in d for d in data) else "saturated"

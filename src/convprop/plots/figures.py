@@ -73,7 +73,7 @@ def rl_curves(curves: Mapping[str, Sequence[np.ndarray]], path: str | os.PathLik
 def activation_figure(names: Sequence[str], path: str | os.PathLike, title: str = "",
                       x_range: float = 4.0) -> Path:
     """f(x) (left) and f'(x) (right) of each activation on one figure."""
-    from convprop.activations import get_activation
+    from convprop.maths.activations import get_activation
 
     plt = _pyplot()
     acts = [get_activation(n) for n in names]

@@ -18,8 +18,8 @@ import numpy as np
 
 from convprop.errors import ConvpropError, ModelError
 from convprop.fileio import atomic_open
-from convprop.layers import MeanPool
-from convprop.network import Network
+from convprop.maths.layers import MeanPool
+from convprop.maths.network import Network
 
 
 def kernels_from_toolbox(k: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ Run lists and report tables for ``convprop reproduce`` (and ``scripts/beyond_pap
   (cross-entropy, momentum, Adam, He initialisation) and all of them with ReLU,
   each after 600 iterations and after one epoch.
 - :func:`plot_diagnostics`: the gradient-flow figure of a set of runs trained with
-  ``diagnostics`` > 0 (from :mod:`convprop.diagnostics`).
+  ``diagnostics`` > 0 (from :mod:`convprop.training.diagnostics`).
 
 ``results`` arguments are run summaries: the dicts ``run_training`` returns (or
 ``summary.json`` contents), or run folders holding a ``summary.json``.  Nothing here
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from convprop.diagnostics import plot_diagnostics
 from convprop.errors import ConvpropError
-from convprop.train import TrainConfig
+from convprop.training.diagnostics import plot_diagnostics
+from convprop.training.trainer import TrainConfig
 
 __all__ = ["LEARNED", "MODERN", "DIAGNOSTIC_RUNS", "learned_runs", "render_learned",
            "modern_runs", "render_modern", "plot_diagnostics", "diagnostic_run", "run_name",
@@ -99,10 +99,10 @@ def diagnostic_run(config: TrainConfig, out_dir: str | os.PathLike, dataset: Any
     """Train with ``config`` (its ``diagnostics`` > 0) after setting every conv bias to
     ``conv_bias`` and scaling the pixels (in [0, 1]) by ``input_scale``; write
     ``diagnostics.csv`` and ``summary.json`` into ``out_dir``.  Returns the summary."""
-    from convprop import diagnostics
     from convprop.fileio import ensure_dir, write_json
-    from convprop.network import Network
-    from convprop.train import Trainer, error_rate
+    from convprop.maths.network import Network
+    from convprop.training import diagnostics
+    from convprop.training.trainer import Trainer, error_rate
 
     config.validate()
     if not config.diagnostics:

@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from convprop import diagnostics
-from convprop.activations import get_activation
 from convprop.errors import ConvpropError
 from convprop.fileio import ensure_dir, write_csv, write_json
-from convprop.losses import get_loss
-from convprop.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
-from convprop.optim import (
+from convprop.maths.activations import get_activation
+from convprop.maths.losses import get_loss
+from convprop.maths.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
+from convprop.maths.optim import (
     DEFAULT_BETAS,
     DEFAULT_MOMENTUM,
     check_learning_rate,
     get_optimizer,
 )
+from convprop.training import diagnostics
 
 RESULT_FILES = ("metrics.csv", "summary.json", "model.npz", "checkpoint.npz")
 STATUSES = ("completed", "diverged", "stalled")  # a finished run's; unfinished: "interrupted"
@@ -106,7 +106,7 @@ class TrainConfig:
 def _check_types(config: TrainConfig) -> None:
     """Names must be strings (a config read from JSON can hold anything), the data source a
     string or None, the learning rate a number and not a bool."""
-    from convprop.activations import Activation
+    from convprop.maths.activations import Activation
 
     for name in ("spec", "activation", "dtype", "loss", "optimizer", "init"):
         value = getattr(config, name)
@@ -381,11 +381,11 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     Returns the summary.
 
     ``checkpoint_every=N`` writes ``out_dir/checkpoint.npz`` every N iterations; when
-    ``should_stop()`` turns true (e.g. a :class:`convprop.checkpoint.StopOnSignal`) the
+    ``should_stop()`` turns true (e.g. a :class:`convprop.training.checkpoint.StopOnSignal`) the
     run stops after the current iteration, writes a checkpoint, ``metrics.csv`` and a
     summary with status ``interrupted`` (``model.npz`` then holds the parameters so far).
     :func:`resume_training` continues it."""
-    from convprop.data import load_data
+    from convprop.data.mnist import load_data
 
     config.validate()
     if checkpoint_every is not None:
@@ -411,8 +411,8 @@ def resume_training(run_dir: str | os.PathLike, dataset: Any = None, progress: b
     bit-for-bit that of the run left alone.  The data are loaded again from the stored
     source (or pass ``dataset``) and must match the checkpoint's fingerprint.
     ``checkpoint_every`` defaults to the stored interval.  Returns the summary."""
-    from convprop.checkpoint import load_checkpoint
-    from convprop.data import load_data
+    from convprop.data.mnist import load_data
+    from convprop.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run_dir)
     config = ckpt.config()
@@ -433,8 +433,13 @@ def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
              log: Callable[[str], None] | None, checkpoint_every: int | None,
              should_stop: Callable[[], bool] | None) -> dict[str, Any]:
     """Train (checkpointing as asked), evaluate, write the results; see run_training."""
-    from convprop.checkpoint import checkpoint_path, data_fingerprint, data_source, save_checkpoint
-    from convprop.model import save_model
+    from convprop.interop.model import save_model
+    from convprop.training.checkpoint import (
+        checkpoint_path,
+        data_fingerprint,
+        data_source,
+        save_checkpoint,
+    )
 
     if checkpoint_every is not None:
         _positive_int("checkpoint interval", checkpoint_every)

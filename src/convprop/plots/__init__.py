@@ -1,0 +1,1 @@
+"""Figures: error curves, activation shapes, feature and δ maps (matplotlib)."""
