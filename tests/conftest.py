@@ -1,5 +1,7 @@
 """Shared test helpers (imported as ``from conftest import ...``)."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,14 +9,64 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-PARITY_FILE = SHARED / "parity" / "dlt_6c5-2s-12c5-2s_seed0.mat"
-MNIST_DIR = SHARED / "datasets" / "mnist"
+from convprop.data import cache_dir
+from convprop.data.mnist import MNIST_FILES
+
+# The DeepLearnToolbox parity case ships with the tests (80 kB; its README says how it was made).
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PARITY_FILE = FIXTURES / "parity" / "dlt_6c5-2s-12c5-2s_seed0.mat"
+# Where a development checkout keeps full MNIST beside the repository (not in a user's clone).
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 SRC = Path(__file__).resolve().parents[1] / "src"
 # A CLI child: this checkout's package, no MNIST cache, one BLAS thread (bitwise equality
 # between processes needs the same thread count in each).
 CLI_ENV = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "CONVPROP_DATA_DIR": "/nonexistent",
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def skip_unless_required(variable: str, reason: str) -> None:
+    """Skip the calling test with ``reason``, or fail it when the environment variable
+    ``variable`` is ``1`` (``.ci/run`` sets CONVPROP_REQUIRE_FULL_MNIST and
+    CONVPROP_REQUIRE_OCTAVE so that CI runs every test)."""
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{reason} ({variable}=1 requires it)")
+    pytest.skip(f"{reason} (set {variable}=1 to make this a failure)")
+
+
+def find_full_mnist() -> Path | None:
+    """The first directory holding the four full-MNIST ``NAME.gz`` files (what ``convprop
+    data fetch`` writes): where the package looks (``$CONVPROP_DATA_DIR``, else the cache,
+    see :func:`convprop.data.cache_dir`), then ``../shared/datasets/mnist``; None if none."""
+    for d in (cache_dir(), SHARED_MNIST):
+        if all((d / f"{name}.gz").is_file() for name in MNIST_FILES.values()):
+            return d
+    return None
+
+
+def full_mnist_dir() -> Path:
+    """:func:`find_full_mnist`, or skip (fail under CONVPROP_REQUIRE_FULL_MNIST=1)."""
+    d = find_full_mnist()
+    if d is None:
+        skip_unless_required("CONVPROP_REQUIRE_FULL_MNIST",
+                             f"full MNIST not found in {cache_dir()} (the cache, "
+                             f"$CONVPROP_DATA_DIR) nor in {SHARED_MNIST}; `convprop data "
+                             f"fetch` downloads it")
+    return d
+
+
+def octave_cli() -> str:
+    """Path of GNU Octave's ``octave-cli``, or skip (fail under CONVPROP_REQUIRE_OCTAVE=1)."""
+    exe = shutil.which("octave-cli")
+    if exe is None:
+        skip_unless_required("CONVPROP_REQUIRE_OCTAVE",
+                             "GNU Octave (octave-cli) is not installed; apt-get install octave")
+    return exe
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The full-MNIST directory for a test that needs it (see :func:`full_mnist_dir`)."""
+    return full_mnist_dir()
 
 
 def run_cli(*args, env=CLI_ENV):

@@ -1,17 +1,15 @@
 """MATLAB DeepLearnToolbox interop: import, export, round trip, and the export run in Octave.
 
-The Octave tests need GNU Octave (`octave-cli`); `.ci/run` installs it.  Without it they
-FAIL, unless CONVPROP_SKIP_OCTAVE=1 is set explicitly (CI never sets it)."""
+The Octave tests need GNU Octave (`octave-cli`): without it they skip with the reason, and
+fail instead under CONVPROP_REQUIRE_OCTAVE=1, which `.ci/run` sets (it installs Octave)."""
 
-import os
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import scipy.io as sio
 
-from conftest import PARITY_FILE
+from conftest import PARITY_FILE, octave_cli
 from convprop import ModelError, Network, load_model, save_model
 from convprop.cli import main
 from convprop.interop.matlab import export_matlab, images_from_toolbox, import_matlab
@@ -76,8 +74,8 @@ def test_import_reads_input_size_and_training_record_left_by_cnntrain(case, tmp_
 
 
 def test_the_parity_file_holds_arrays_not_a_struct_and_says_so(case):
-    """The shared parity .mat is a real Octave save of the toolbox's arrays (K1, K2, ffW,
-    ...), not of the `cnn` struct: importing it names what it found."""
+    """The parity .mat (tests/fixtures/parity) is a real Octave save of the toolbox's
+    arrays (K1, K2, ffW, ...), not of the `cnn` struct: importing it names what it found."""
     with pytest.raises(ModelError) as exc:
         import_matlab(PARITY_FILE)
     message = str(exc.value)
@@ -174,19 +172,8 @@ def test_malformed_mat_files_give_one_line_errors(case, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ Octave
 
-def octave():
-    """Path of octave-cli; a missing Octave fails the test unless explicitly skipped."""
-    exe = shutil.which("octave-cli")
-    if exe is None:
-        if os.environ.get("CONVPROP_SKIP_OCTAVE") == "1":
-            pytest.skip("CONVPROP_SKIP_OCTAVE=1: Octave tests skipped on request")
-        pytest.fail("GNU Octave (octave-cli) is not installed: install it (apt-get install "
-                    "octave; .ci/run does) or set CONVPROP_SKIP_OCTAVE=1 to skip explicitly")
-    return exe
-
-
 def run_octave(script: str, cwd) -> None:
-    proc = subprocess.run([octave(), "--no-gui", "--norc", "--quiet", "--eval", script],
+    proc = subprocess.run([octave_cli(), "--no-gui", "--norc", "--quiet", "--eval", script],
                           cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
 

@@ -2,14 +2,13 @@
 
 import json
 
-from conftest import MNIST_DIR
 from convprop.cli import main
 
 
-def test_one_epoch_on_full_mnist_reaches_the_toolbox_error(tmp_path, capsys):
-    """The toolbox reaches 11.3% under Octave; the issue asks for <= 12.5%."""
-    assert (MNIST_DIR / "train-images-idx3-ubyte.gz").exists(), f"MNIST missing in {MNIST_DIR}"
-    code = main(["train", "--data", str(MNIST_DIR), "--epochs", "1", "--out", str(tmp_path),
+def test_one_epoch_on_full_mnist_reaches_the_toolbox_error(mnist_dir, tmp_path, capsys):
+    """The toolbox reaches 11.3% under Octave; the issue asks for <= 12.5%. Skips without
+    full MNIST (see conftest.full_mnist_dir), fails then under CONVPROP_REQUIRE_FULL_MNIST=1."""
+    code = main(["train", "--data", str(mnist_dir), "--epochs", "1", "--out", str(tmp_path),
                  "--no-progress"])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -1,6 +1,6 @@
 """DeepLearnToolbox (MATLAB/Octave) conventions, and conversion to and from them.
 
-The toolbox differs from convprop in three ways (see ``shared/parity/README.md``):
+The toolbox differs from convprop in three ways (see ``tests/fixtures/parity/README.md``):
 
 - ``convn`` is a true convolution, so its kernel ``k{i}{j}`` is convprop's
   ``conv.weight[j, i]`` rotated by 180 degrees;
