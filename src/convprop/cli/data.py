@@ -28,8 +28,13 @@ def register(sub) -> None:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from convprop.data.mnist import fetch_mnist
+    from convprop.errors import DataError
 
-    dest = fetch_mnist(args.dir, mirrors=args.mirror, retries=args.retries, progress=True)
+    try:
+        dest = fetch_mnist(args.dir, mirrors=args.mirror, retries=args.retries, progress=True)
+    except DataError as exc:
+        raise DataError(f"{exc}; without a download, put the four MNIST files in a directory "
+                        f"and pass it as --data DIR") from None
     info(f"MNIST verified in {dest}")
     print(dest)
     return 0

@@ -43,6 +43,7 @@ so ``convprop report`` rebuilds the same sections.  :meth:`Run.from_config` turn
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -449,12 +450,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_executor(executor: str) -> None:
+    """Raise ConvpropError now, before any run trains, when ``executor`` is unknown or
+    needs an optional extra that is not installed (Ray for ``ray``)."""
+    if executor not in EXECUTORS:
+        raise ConvpropError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConvpropError("--executor ray needs Ray: pip install 'convprop[ray]'")
+
+
 def execute(runs: Sequence[Run], root: Path, executor: str = "process",
             workers: int | None = None, address: str | None = None
             ) -> Iterator[tuple[Run, dict[str, Any]]]:
     """Train ``runs`` into ``root/<run.name>``; yield (run, summary) as each finishes."""
-    if executor not in EXECUTORS:
-        raise ConvpropError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    check_executor(executor)
     if not runs:
         return
     workers = workers or default_workers()
@@ -556,6 +565,7 @@ def run_sweep(runs: Sequence[Run], out_dir: str | os.PathLike, executor: str = "
               log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
     """Train every run not already complete into ``out_dir/runs/``, keeping
     ``out_dir/summary.csv`` up to date after each; returns rows by run name."""
+    check_executor(executor)
     out = ensure_dir(out_dir)
     root = ensure_dir(out / "runs")
     runs = list(dict.fromkeys(runs))  # identical runs are trained once
@@ -1009,6 +1019,7 @@ def reproduce(o: ReproduceOptions, out_dir: str | os.PathLike, executor: str = "
               workers: int | None = None, address: str | None = None,
               log: Callable[[str], None] | None = None) -> Path:
     """Run every section's runs in one pool, then write the figures and report.md."""
+    check_executor(executor)
     out = ensure_dir(out_dir)
     sections = reproduce_sections(o)
     write_json(out / "reproduce.json", {"options": asdict(o),

@@ -146,12 +146,21 @@ class _Archive:
         if p.is_dir():
             raise ModelError(f"model file {str(p)!r} is a directory")
         try:
+            with open(p, "rb") as fh:
+                head = fh.read(512)
+        except OSError as exc:
+            raise ModelError(f"{p}: cannot read the model file ({_short(exc)})") from None
+        if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):
+            raise ModelError(f"{p}: not a convprop model file but {_what_is(head, p)}; "
+                             f"{_EXPECTED}")
+        try:
             self.archive = np.load(p, allow_pickle=False)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ModelError(f"{p}: not a convprop model file ({_short(exc)})") from None
+            raise ModelError(f"{p}: not a convprop model file ({_no_pickle(exc)}); "
+                             f"{_EXPECTED}") from None
         if not isinstance(self.archive, np.lib.npyio.NpzFile):
-            raise ModelError(f"{p}: not a convprop model file (a bare .npy array, not an "
-                             f".npz archive)")
+            raise ModelError(f"{p}: not a convprop model file but a bare .npy array; "
+                             f"{_EXPECTED}")
         return self.archive
 
     def __exit__(self, *exc):
@@ -165,7 +174,7 @@ def _array(archive, key: str, path) -> np.ndarray:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         # a truncated or corrupted member: bad CRC, short read, pickled object array
-        raise ModelError(f"{path}: array {key!r} is unreadable ({_short(exc)})") from None
+        raise ModelError(f"{path}: array {key!r} is unreadable ({_no_pickle(exc)})") from None
 
 
 def _meta(archive, path) -> dict[str, Any]:
@@ -192,6 +201,45 @@ def _meta(archive, path) -> dict[str, Any]:
         if not isinstance(meta.get(field, {}), dict):
             raise ModelError(f"{path}: metadata field {field!r} should be an object")
     return meta
+
+
+_EXPECTED = "expected a model.npz as `convprop train` writes it"
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+# (leading bytes, what a file starting with them is)
+_SIGNATURES = [(b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+               (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
+               (b"MM\x00*", "a TIFF image"), (b"%PDF", "a PDF document"),
+               (b"\x1f\x8b", "a gzip file"), (b"PK\x05\x06", "an empty zip archive"),
+               (b"MATLAB 5.0 MAT-file",
+                "a MATLAB .mat file (`convprop import-matlab` converts a toolbox network)")]
+
+
+def _what_is(head: bytes, path: Path) -> str:
+    """A few words saying what a file that is not a NumPy archive is, from its first bytes
+    (``head``) and, for text, its name."""
+    if not head:
+        return "an empty file"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary data"
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    if path.suffix.lower() in (".csv", ".tsv") or ("," in first and "{" not in first):
+        return "a text table (CSV)"
+    if first.startswith(("{", "[")):
+        return "a JSON or other text file"
+    return "a text file"
+
+
+def _no_pickle(exc: BaseException) -> str:
+    """The reason in ``exc``, without NumPy's advice to load the file with pickle."""
+    text = _short(exc)
+    if "pickle" in text.lower():
+        return "it holds Python objects, not plain arrays"
+    return text
 
 
 def _short(exc: BaseException) -> str:

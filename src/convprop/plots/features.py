@@ -74,10 +74,8 @@ def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureDat
 
 def plot_features(data: FeatureData, path: str | os.PathLike, title: str = "") -> None:
     """Draw ``data`` into one PNG at ``path`` (written atomically)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConvpropError("plotting needs matplotlib: pip install 'convprop[plot]'") from None
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

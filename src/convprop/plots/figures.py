@@ -14,15 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convprop.errors import ConvpropError
-
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConvpropError("drawing figures needs matplotlib: pip install "
-                            "'convprop[plot]'") from None
+    import matplotlib  # a core dependency: figures are the paper's output
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
