@@ -185,6 +185,31 @@ def varying_axes(runs: Iterable[Run]) -> list[str]:
             if len({getattr(r, a) for r in runs}) > 1]
 
 
+def fixed_settings(runs: Iterable[Run]) -> str:
+    """The settings every run shares, for a figure title: ``lr 0.1, data mnist, 600
+    iterations, batch 50, float32`` (what varies is in the legend instead)."""
+    runs = list(runs)
+    if not runs:
+        return ""
+    vary, r = set(varying_axes(runs)), runs[0]
+    parts = []
+    if "activation" not in vary:
+        parts.append(r.activation)
+    if "lr" not in vary:
+        parts.append(f"lr {_fmt(r.lr)}")
+    if "data" not in vary:
+        parts.append(f"data {r.data if r.data in ('sample', 'mnist') else Path(r.data).name}")
+    if not vary & {"iterations", "epochs"}:
+        epochs = r.epochs if r.epochs is not None else 1
+        parts.append(f"{r.iterations} iterations" if r.iterations is not None
+                     else f"{epochs} epoch" + ("s" if epochs != 1 else ""))
+    if "batch_size" not in vary:
+        parts.append(f"batch {r.batch_size}")
+    if "dtype" not in vary:
+        parts.append(r.dtype)
+    return ", ".join(parts)
+
+
 # --------------------------------------------------------------------------- grids
 
 
@@ -822,7 +847,9 @@ class SweepSection:
         curves = {s.label: [c for c in (results.curve(r) for r in s.runs) if c is not None]
                   for s in stats}
         path = out_dir / f"{self.key}.png"
-        plots.rl_curves({k: v for k, v in curves.items() if v}, path, title=self.title)
+        fixed = fixed_settings(self.runs)
+        plots.rl_curves({k: v for k, v in curves.items() if v}, path,
+                        title=self.title + (f"\n{fixed}" if fixed else ""))
         return path.name
 
     @staticmethod

@@ -130,13 +130,22 @@ def _maps(fig, spec, lm: LayerMaps, what: str, ncols: int) -> None:
         v = float(np.abs(arrs).max()) or 1.0
         kw = {"cmap": "RdBu_r", "vmin": -v, "vmax": v}
         name = f"{lm.name}: {lm.error_name}, |max| {v:.2g}"
+    axes = []
     for j in range(arrs.shape[0]):
         ax = fig.add_subplot(gs[j])
-        ax.imshow(arrs[j], **kw)
+        image = ax.imshow(arrs[j], **kw)
+        axes.append(ax)
         ax.set_xticks([])
         ax.set_yticks([])
         if j == 0:
             ax.set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    _colour_scale(fig, image, axes)
+
+
+def _colour_scale(fig, image, axes) -> None:
+    """A colour bar right of a row of maps that share one scale (``image``'s)."""
+    bar = fig.colorbar(image, ax=axes, location="right", fraction=0.02, pad=0.01, aspect=8)
+    bar.ax.tick_params(labelsize=6)
 
 
 def _kernels(fig, spec, lm: LayerMaps, ncols: int) -> None:
@@ -144,13 +153,16 @@ def _kernels(fig, spec, lm: LayerMaps, ncols: int) -> None:
     rows = min(w.shape[1], 6)
     gs = spec.subgridspec(rows, ncols)
     v = float(np.abs(w).max()) or 1.0
+    axes = []
     for i in range(rows):
         for j in range(w.shape[0]):
             ax = fig.add_subplot(gs[i, j])
-            ax.imshow(w[j, i], cmap="RdBu_r", vmin=-v, vmax=v)
+            image = ax.imshow(w[j, i], cmap="RdBu_r", vmin=-v, vmax=v)
+            axes.append(ax)
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0 and i == 0:
                 more = f" (first {rows} of {w.shape[1]} inputs)" if w.shape[1] > rows else ""
                 ax.set_ylabel(f"{lm.name}: kernels{more}\nrow = input map", fontsize=8,
                               rotation=0, ha="right", va="center")
+    _colour_scale(fig, image, axes)

@@ -65,6 +65,11 @@ def rl_curves(curves: Mapping[str, Sequence[np.ndarray]], path: str | os.PathLik
     return _save(fig, path)
 
 
+#: Line widths and dash patterns of successive curves in :func:`activation_figure`.
+LINE_WIDTHS = (3.2, 2.3, 1.6, 1.1, 0.8)
+LINE_STYLES = ("-", (0, (6, 2)), (0, (2, 1.5)), (0, (6, 2, 1.5, 2)), "-")
+
+
 def activation_figure(names: Sequence[str], path: str | os.PathLike, title: str = "",
                       x_range: float = 4.0) -> Path:
     """f(x) (left) and f'(x) (right) of each activation on one figure."""
@@ -74,10 +79,14 @@ def activation_figure(names: Sequence[str], path: str | os.PathLike, title: str 
     acts = [get_activation(n) for n in names]
     x = np.linspace(-x_range, x_range, 801)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for act in acts:
+    for i, act in enumerate(acts):
         y = act(x)
-        (line,) = left.plot(x, y, lw=1.4, label=act.name)
-        right.plot(x, act.derivative(x, y), lw=1.4, color=line.get_color(), label=act.name)
+        # Curves that coincide (f' of relu and leaky-relu is 1 for every x > 0) stay
+        # visible: each later line is thinner, dashed differently and drawn on top.
+        style = {"lw": LINE_WIDTHS[i % len(LINE_WIDTHS)],
+                 "ls": LINE_STYLES[i % len(LINE_STYLES)], "zorder": 2 + i}
+        (line,) = left.plot(x, y, label=act.name, **style)
+        right.plot(x, act.derivative(x, y), color=line.get_color(), label=act.name, **style)
     left.set_title("f(x)", fontsize=10)
     right.set_title("f'(x)", fontsize=10)
     for ax in (left, right):
@@ -86,6 +95,7 @@ def activation_figure(names: Sequence[str], path: str | os.PathLike, title: str 
         ax.grid(alpha=0.3)
         ax.set_xlabel("x")
     left.legend(fontsize=8)
+    right.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, path)

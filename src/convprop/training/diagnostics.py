@@ -18,7 +18,8 @@ from :meth:`Network.trace` on the training batch of that iteration (before its u
 
 ``diagnostics.csv`` in the run folder is in long format, one row per value:
 ``iteration,layer,metric,value`` (e.g. ``100,conv1,dead,0.25``), written atomically at
-the end of the run.  :func:`plot_diagnostics` draws one or more runs side by side.
+the end of the run.  :func:`plot_diagnostics` draws one or more runs side by side (the
+drawing lives in :mod:`convprop.plots.diagnostics`).
 """
 
 from __future__ import annotations
@@ -102,78 +103,11 @@ def read_diagnostics(path: str | os.PathLike) -> dict[str, dict[str, tuple[np.nd
             for m, d in out.items()}
 
 
-_LABELS = {"delta": "mean |δ|", "grad": "mean |∂L/∂W|", "saturated": "saturated fraction",
-           "dead": "dead fraction"}
-
-
 def plot_diagnostics(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
                      metrics: Sequence[str] | None = None,
                      labels: Sequence[str] | None = None) -> Path:
-    """One column per run, one row per metric, one line per layer, over iterations.
+    """The gradient-flow figure of ``run_dirs`` (one column per run, one row per metric, one
+    colour per layer); drawn by :func:`convprop.plots.diagnostics.plot_diagnostics`."""
+    from convprop.plots.diagnostics import plot_diagnostics as draw
 
-    Rows share their y axis (log scale for ``delta`` and ``grad``) so runs compare at a
-    glance.  ``labels`` name the columns (default: folder name and activation).  The
-    figure is written atomically; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from convprop.fileio import atomic_open
-
-    if not run_dirs:
-        raise ConvpropError("no runs to plot")
-    data = [read_diagnostics(d) for d in run_dirs]
-    present = [m for m in METRICS if any(m in d for d in data)]
-    extra = sorted({m for d in data for m in d} - set(METRICS))
-    rows = list(metrics) if metrics else present + extra
-    unknown = [m for m in rows if not any(m in d for d in data)]
-    if unknown:
-        raise ConvpropError(f"metric {unknown[0]!r} is in none of the runs (they have: "
-                            f"{', '.join(present + extra)})")
-    labels = list(labels) if labels else [_run_label(d) for d in run_dirs]
-    fig, axes = plt.subplots(len(rows), len(data), squeeze=False, sharex="col",
-                             sharey="row", figsize=(3.6 * len(data) + 0.6, 2.3 * len(rows)))
-    for j, (d, label) in enumerate(zip(data, labels)):
-        for i, metric in enumerate(rows):
-            ax = axes[i][j]
-            for layer, (xs, ys) in d.get(metric, {}).items():
-                ax.plot(xs, ys, label=layer, lw=1.3)
-            if metric in ("delta", "grad"):
-                ax.set_yscale("log")
-            if metric in ("saturated", "dead"):
-                ax.set_ylim(-0.03, 1.03)
-            if metric not in d:
-                ax.text(0.5, 0.5, "n/a for this activation", ha="center", va="center",
-                        transform=ax.transAxes, color="0.5", fontsize=8)
-            if i == 0:
-                ax.set_title(label, fontsize=9)
-            if j == 0:
-                ax.set_ylabel(_LABELS.get(metric, metric), fontsize=9)
-            if i == len(rows) - 1:
-                ax.set_xlabel("iteration")
-            if d.get(metric) and j == next(k for k, e in enumerate(data) if e.get(metric)):
-                ax.legend(fontsize=7, loc="best")  # once per row: same layers in every run
-            ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out_png)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _run_label(run_dir: str | os.PathLike) -> str:
-    """Folder name, plus the run's activation and learning rate from summary.json."""
-    import json
-
-    p = Path(run_dir)
-    label = p.name or str(p)
-    try:
-        cfg = json.loads((p / "summary.json").read_text())["config"]
-        label += f"\n{cfg['activation']}, lr {cfg['lr']:g}"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return label
+    return draw(run_dirs, out_png, metrics=metrics, labels=labels)
