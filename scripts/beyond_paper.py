@@ -21,7 +21,8 @@ from pathlib import Path
 
 from convprop.data.mnist import load_data
 from convprop.experiments import beyond
-from convprop.training.trainer import TrainConfig, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
 
 
 def main() -> int:

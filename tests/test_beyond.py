@@ -9,7 +9,8 @@ import pytest
 
 from convprop.data.mnist import load_sample
 from convprop.experiments import beyond
-from convprop.training.trainer import TrainConfig, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
 
 
 def test_learned_runs_cover_grid_best_and_learned_variants():

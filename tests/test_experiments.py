@@ -93,7 +93,7 @@ def test_run_names_are_stable_and_distinguish_every_parameter():
 
 
 def test_runs_from_train_configs_round_trip():
-    from convprop.training.trainer import TrainConfig
+    from convprop.training.config import TrainConfig
 
     config = TrainConfig(activation="leaky-relu:0.05", lr=1, iterations=30, seed=2,
                          data="sample", loss="mse")

@@ -13,7 +13,9 @@ from convprop.errors import SpecError
 from convprop.interop.model import load_model, save_model
 from convprop.maths.activations import PReLU, TanhLinearLearned, get_activation
 from convprop.maths.network import Network
-from convprop.training.trainer import TrainConfig, run_training, train
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import train
 
 F = torch.nn.functional
 LEARNED = ["prelu:map:0.05", "prelu:layer:0.05", "tanh-linear-learned:map:0.13",

@@ -12,7 +12,9 @@ from convprop import ModelError, Network, load_model, save_model
 from convprop.cli import main
 from convprop.data.mnist import load_sample
 from convprop.interop.model import describe_model
-from convprop.training.trainer import TrainConfig, error_rate, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import error_rate
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,9 @@ import pytest
 
 from conftest import blobs
 from convprop import ConvpropError, Network
-from convprop.training.trainer import (
-    TrainConfig,
-    Trainer,
-    detect_stall,
-    run_training,
-    smooth,
-    train,
-)
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import Trainer, detect_stall, smooth, train
 
 
 def small_net(seed=0, activation="sigmoid", dtype="float64"):
