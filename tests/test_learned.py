@@ -174,7 +174,7 @@ def test_run_training_reports_learned_values(tmp_path):
     s = run_training(TrainConfig(spec=SPEC, activation="tanh-linear-learned:layer",
                                  iterations=20, batch_size=10, dtype="float64"),
                      tmp_path, dataset=data)
-    net = s["_network"]
+    net = s.network
     assert s["activation_params"] == {"conv1.k": [float(net.params["conv1.k"][0])],
                                       "conv2.k": [float(net.params["conv2.k"][0])]}
     assert s["activation_params"]["conv1.k"] != [0.13]

@@ -31,7 +31,7 @@ def test_train_save_load_evaluate_gives_the_identical_test_error(trained):
     net = load_model(path)
     data = load_sample()
     assert error_rate(net, data.test_x, data.test_y) == summary["test_error"]
-    trained_net = summary["_network"]
+    trained_net = summary.network
     for name, value in trained_net.params.items():
         assert net.params[name].dtype == value.dtype == np.float32
         assert np.array_equal(net.params[name], value), name
