@@ -6,11 +6,10 @@ import pytest
 
 from convprop.cli import main
 from convprop.experiments import beyond
+from convprop.experiments import reproduce_beyond as rb
 from convprop.experiments.executors import execute_run
 from convprop.experiments.paper import FIG6_LR, FIG9_LR, ReproduceOptions
-from convprop.experiments.runs import Run
 from convprop.experiments.stats import read_summary
-from convprop.experiments import reproduce_beyond as rb
 
 ARGS = ["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "8", "--seeds",
         "1", "--executor", "serial", "--diagnostics", "4"]

@@ -144,7 +144,10 @@ def test_report_of_a_single_run_and_of_nothing(tmp_path, capsys):
     assert main(["train", *SMALL, "--iterations", "10", "--out", str(run), "--no-progress"]) == 0
     assert main(["report", str(run)]) == 0
     assert (run / "rL.png").stat().st_size > 1000
-    assert "| status | completed |" in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    assert "| status | stalled |" in text  # 10 iterations: at chance level
+    assert text.count("| iterations |") == 1 and "| data | None |" not in text
+    assert "| data | MNIST sample" in text and "| test error | 89.65% |" in text
     capsys.readouterr()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(tmp_path)]) == 2

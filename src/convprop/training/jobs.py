@@ -104,17 +104,16 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
         _refuse_results(out, force)
     data = dataset if dataset is not None else load_data(config.data)
     sized = config.with_default_length(getattr(data, "name", None))
+    net = Network.from_spec(sized.spec, activation=sized.activation,
+                            input_shape=data.train_x.shape[1:], n_outputs=10,
+                            seed=sized.seed, dtype=sized.dtype, init=sized.init,
+                            loss=sized.loss)
+    trainer = Trainer(net, data.train_x, data.train_y, sized)  # checks batch size vs data
     if log:
         log(f"data: {data.description}")
         if sized is not config:
             log(f"training {SAMPLE_EPOCHS} epochs of the sample (as many images as one "
                 f"epoch of full MNIST); --epochs or --iterations to change")
-    config = sized
-    net = Network.from_spec(config.spec, activation=config.activation,
-                            input_shape=data.train_x.shape[1:], n_outputs=10,
-                            seed=config.seed, dtype=config.dtype, init=config.init,
-                            loss=config.loss)
-    trainer = Trainer(net, data.train_x, data.train_y, config)  # checks batch size vs data
     return _run_job(trainer, data, out, progress, log, checkpoint_every, should_stop)
 
 
