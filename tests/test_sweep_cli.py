@@ -13,7 +13,7 @@ import pytest
 
 from convprop.cli import main
 from convprop.experiments.stats import read_summary
-from convprop.experiments.sweep import SUMMARY_COLUMNS
+from convprop.experiments.sweep import summary_columns
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--data", "sample", "--spec", "4c5-2s", "--batch-size", "20"]
@@ -37,7 +37,7 @@ def test_sweep_writes_runs_summary_figure_and_report(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     rows = read_summary(out / "summary.csv")
-    assert len(rows) == 4 and set(SUMMARY_COLUMNS) <= set(rows[0])
+    assert len(rows) == 4 and set(summary_columns()) <= set(rows[0])
     assert {r["activation"] for r in rows} == {"tanh-linear:0", "tanh-linear:0.13"}
     assert all(r["iterations"] == "20" and r["batch_size"] == "20" for r in rows)
     assert (out / "sweep.png").stat().st_size > 1000

@@ -39,9 +39,6 @@ def summary_columns() -> tuple[str, ...]:
             *RESULT_COLUMNS)
 
 
-SUMMARY_COLUMNS = summary_columns()
-
-
 def read_complete(run: Run, run_dir: Path) -> dict[str, Any] | None:
     """The run's summary if its folder holds a finished run of the same configuration."""
     try:
