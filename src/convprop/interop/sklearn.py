@@ -16,7 +16,8 @@ square, so the estimator also runs on tabular data (the conv layers then see the
 features laid out in a grid).  uint8 X is scaled by 1/255 like the MNIST loader;
 other X is used as given (MNIST-like data should be in [0, 1]).  Labels may be any
 values (``classes_``); the network has one output per class.  A batch larger than the
-training set shrinks to the training set.  ``predict_proba`` is the network's outputs normalised to sum to 1 per row.
+training set shrinks to the training set.  ``predict_proba`` is the network's outputs
+normalised to sum to 1 per row.
 """
 
 from __future__ import annotations
