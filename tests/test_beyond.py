@@ -25,6 +25,17 @@ def test_learned_runs_cover_grid_best_and_learned_variants():
     assert len({beyond.run_name(c) for c in cfgs}) == len(cfgs)
 
 
+def test_run_names_tell_data_spec_and_dtype_apart(tmp_path):
+    """`scripts/beyond_paper.py --data sample` then `--data mnist` into one --out must not
+    reuse the sample's results."""
+    base = beyond.learned_runs([0], iterations=600, data="sample")[0]
+    names = {beyond.run_name(base)}
+    for change in (dict(data=str(tmp_path)), dict(data="mnist"), dict(spec="4c5-2s"),
+                   dict(dtype="float64"), dict(batch_size=10)):
+        names.add(beyond.run_name(TrainConfig.from_dict({**base.to_dict(), **change})))
+    assert len(names) == 6
+
+
 def test_modern_runs_change_one_thing_at_a_time():
     cfgs = beyond.modern_runs([0], iterations=600)
     assert len(cfgs) == 2 * len(beyond.MODERN)
