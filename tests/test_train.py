@@ -146,7 +146,8 @@ def test_run_training_writes_metrics_summary_and_model(tmp_path):
     from convprop.training.trainer import error_rate, read_metrics
 
     x, y = blobs(400)
-    cfg = TrainConfig(spec="4c3-2s", iterations=50, batch_size=10, dtype="float64")
+    cfg = TrainConfig(spec="4c3-2s", activation="tanh", lr=0.5, iterations=50, batch_size=10,
+                      dtype="float64")
     summary = run_training(cfg, tmp_path, dataset=_Data(x, y))
     m = read_metrics(tmp_path / "metrics.csv")
     assert list(m) == ["iteration", "loss", "rL"]

@@ -110,14 +110,18 @@ def parse_text(text: str) -> str:
     return text
 
 
+def parse_as_given(text: str) -> str:
+    """The text itself (the data source: ``load_data`` checks it and names the fault)."""
+    return str(text)
+
+
 def parse_activation(text: str) -> str:
-    return get_activation(parse_text(text)).name
+    return get_activation(str(text)).name
 
 
 def parse_spec_text(text: str) -> str:
-    text = parse_text(text)
-    parse_spec(text)
-    return text
+    parse_spec(str(text))
+    return str(text)
 
 
 def _choice(name: str, known) -> Callable[[str], str]:
@@ -286,7 +290,7 @@ class TrainConfig:
         None, "data set: 'sample' (bundled, 10k train / 2k test), 'mnist' (full MNIST from "
         "the cache, see `convprop data fetch`), or a directory holding the four MNIST files",
         default_text="full MNIST if cached, else the sample",
-        parse=parse_text, check=_check_data, metavar="sample|mnist|DIR", estimator=False,
+        parse=parse_as_given, check=_check_data, metavar="sample|mnist|DIR", estimator=False,
         name="data")
     loss: str = option(
         "mse", "mse: the paper's squared error on sigmoid outputs; cross-entropy: softmax + "
