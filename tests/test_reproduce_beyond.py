@@ -94,6 +94,8 @@ def test_diagnostics_do_not_change_a_runs_numbers(tmp_path):
 
 
 def test_negative_diagnostics_interval_is_a_one_line_error(tmp_path, capsys):
-    assert main([*ARGS[:-1], "-1", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse's one line, status 2
+        main([*ARGS[:-1], "-1", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert err.startswith("error: --diagnostics: -1") and err.count("\n") == 1
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: argument --diagnostics") and "'-1'" in err
