@@ -2,7 +2,9 @@
 
     python scripts/beyond_paper.py --data /path/to/mnist --seeds 0,1 --out runs/beyond
 
-Runs (serially, skipping runs whose summary.json already exists):
+Runs (serially, skipping runs whose summary.json already exists; each run's folder is
+named from every option that tells runs apart, data, spec and dtype included, so results
+on the sample are never reused for full MNIST):
 - the learned-activation comparison (convprop.experiments.beyond.learned_runs, 600 iterations);
 - the modern baselines (convprop.experiments.beyond.modern_runs: 600 iterations and 1 epoch);
 - the four gradient-flow runs of the diagnostics figure (300 iterations, every 10).
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from convprop.data.mnist import load_data
 from convprop.experiments import beyond
-from convprop.training.trainer import TrainConfig, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
 
 
 def main() -> int:
@@ -48,8 +51,9 @@ def main() -> int:
             d = out / beyond.run_name(cfg)
             if not (d / "summary.json").exists():
                 t0 = time.perf_counter()
-                s = run_training(cfg, d, dataset=data)
-                print(f"{d.name}: rL {s['final_rL']}, test error {s['test_error']} "
+                s = run_training(cfg, d, dataset=data).summary
+                error = "n/a" if s["test_error"] is None else f"{100 * s['test_error']:.2f}%"
+                print(f"{d.name}: {s['status']}, rL {s['final_rL']}, test error {error} "
                       f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
             dirs.append(d)
         return dirs

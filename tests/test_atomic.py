@@ -75,7 +75,9 @@ def test_crash_before_the_first_write_leaves_nothing(tmp_path):
 def test_failing_results_write_keeps_the_previous_run(tmp_path, monkeypatch):
     """A run that crashes while writing its results leaves the earlier run's files whole;
     summary.json, written last, still describes the earlier run."""
-    from convprop.training.trainer import TrainConfig, read_metrics, run_training
+    from convprop.training.config import TrainConfig
+    from convprop.training.jobs import run_training
+    from convprop.training.trainer import read_metrics
 
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 1, (60, 12, 12)), rng.integers(0, 10, 60)

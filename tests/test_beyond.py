@@ -9,7 +9,8 @@ import pytest
 
 from convprop.data.mnist import load_sample
 from convprop.experiments import beyond
-from convprop.training.trainer import TrainConfig, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
 
 
 def test_learned_runs_cover_grid_best_and_learned_variants():
@@ -22,6 +23,17 @@ def test_learned_runs_cover_grid_best_and_learned_variants():
     assert {c.lr for c in cfgs if c.activation.startswith("tanh")} == {0.1}
     assert {c.lr for c in cfgs if "relu" in c.activation} == {1.0}
     assert len({beyond.run_name(c) for c in cfgs}) == len(cfgs)
+
+
+def test_run_names_tell_data_spec_and_dtype_apart(tmp_path):
+    """`scripts/beyond_paper.py --data sample` then `--data mnist` into one --out must not
+    reuse the sample's results."""
+    base = beyond.learned_runs([0], iterations=600, data="sample")[0]
+    names = {beyond.run_name(base)}
+    for change in (dict(data=str(tmp_path)), dict(data="mnist"), dict(spec="4c5-2s"),
+                   dict(dtype="float64"), dict(batch_size=10)):
+        names.add(beyond.run_name(TrainConfig.from_dict({**base.to_dict(), **change})))
+    assert len(names) == 6
 
 
 def test_modern_runs_change_one_thing_at_a_time():

@@ -17,7 +17,8 @@ from conftest import blobs as make_blobs
 from convprop.errors import CheckpointError
 from convprop.interop.model import load_model
 from convprop.training.checkpoint import FILENAME, StopOnSignal, load_checkpoint, save_checkpoint
-from convprop.training.trainer import TrainConfig, resume_training, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import resume_training, run_training
 
 ENV = CLI_ENV
 TRAIN = ["train", "--data", "sample", "--spec", "2c5-2s", "--activation", "tanh", "--lr", "0.5",

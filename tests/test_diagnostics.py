@@ -11,7 +11,8 @@ import pytest
 from convprop.cli import main
 from convprop.maths.network import Network
 from convprop.training import diagnostics
-from convprop.training.trainer import TrainConfig, Trainer
+from convprop.training.config import TrainConfig
+from convprop.training.trainer import Trainer
 
 
 @functools.cache

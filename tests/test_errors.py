@@ -303,7 +303,8 @@ def test_cli_resume_finished_run(tmp_path):
 def test_cli_resume_corrupt_checkpoint(tmp_path, damage, needle):
     from convprop.data.mnist import load_mnist_dir
     from convprop.training.checkpoint import checkpoint_path, save_checkpoint
-    from convprop.training.trainer import TrainConfig, Trainer
+    from convprop.training.config import TrainConfig
+    from convprop.training.trainer import Trainer
 
     d = mnist_dir(tmp_path / "d")
     data = load_mnist_dir(d)
@@ -321,7 +322,8 @@ def test_cli_resume_corrupt_checkpoint(tmp_path, damage, needle):
 def test_cli_resume_with_conflicting_option(tmp_path):
     from convprop.data.mnist import load_mnist_dir
     from convprop.training.checkpoint import checkpoint_path, save_checkpoint
-    from convprop.training.trainer import TrainConfig, Trainer
+    from convprop.training.config import TrainConfig
+    from convprop.training.trainer import Trainer
 
     d = mnist_dir(tmp_path / "d")
     data = load_mnist_dir(d)
@@ -394,20 +396,20 @@ def _tmp_file(content):
 
 
 def _config(**kw):
-    from convprop.training.trainer import TrainConfig
+    from convprop.training.config import TrainConfig
 
     return TrainConfig(**kw)
 
 
 def _config_from(d):
-    from convprop.training.trainer import TrainConfig
+    from convprop.training.config import TrainConfig
 
     return TrainConfig.from_dict(d)
 
 
 def _train(checkpoint_every=None, batch_size=5):
     from convprop.data.mnist import load_mnist_dir
-    from convprop.training.trainer import run_training
+    from convprop.training.jobs import run_training
 
     data = load_mnist_dir(mnist_dir(_TMP[0] / "data"))
     return run_training(_config(spec="2c5-2s", iterations=2, batch_size=batch_size),
@@ -415,7 +417,7 @@ def _train(checkpoint_every=None, batch_size=5):
 
 
 def _resume():
-    from convprop.training.trainer import resume_training
+    from convprop.training.jobs import resume_training
 
     return resume_training(_TMP[0] / "no-run-here")
 

@@ -62,7 +62,7 @@ def test_cli_sweep_output_is_a_file(tmp_path):
 @settings(max_examples=100, deadline=None)
 @given(lr=st.text(max_size=12), seeds=st.text(max_size=12), activation=st.text(max_size=16))
 def test_grid_parser_raises_only_convprop_errors(lr, seeds, activation):
-    from convprop.experiments.core import parse_grid
+    from convprop.experiments.runs import parse_grid
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import run_cli
 from convprop import Network
-from convprop.training.trainer import TrainConfig, error_rate, predict, read_metrics, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import error_rate, predict, read_metrics
 
 SAMPLE = ["--data", "sample", "--spec", "2c5-2s", "--batch-size", "10", "--dtype", "float64",
           "--no-progress"]

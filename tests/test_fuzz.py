@@ -16,7 +16,7 @@ from convprop.data.mnist import encode_idx, read_idx
 from convprop.errors import CheckpointError, DataError, ModelFileError, SpecError
 from convprop.interop.model import load_model
 from convprop.training.checkpoint import load_checkpoint
-from convprop.training.trainer import TrainConfig
+from convprop.training.config import TrainConfig
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,7 +10,9 @@ from convprop import load_model
 from convprop.cli import main
 from convprop.data.mnist import load_sample
 from convprop.interop.images import ImageError, load_digit, prepare
-from convprop.training.trainer import TrainConfig, predict, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import predict
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from convprop.errors import SpecError
 from convprop.interop.model import load_model, save_model
 from convprop.maths.activations import PReLU, TanhLinearLearned, get_activation
 from convprop.maths.network import Network
-from convprop.training.trainer import TrainConfig, run_training, train
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import train
 
 F = torch.nn.functional
 LEARNED = ["prelu:map:0.05", "prelu:layer:0.05", "tanh-linear-learned:map:0.13",
@@ -172,7 +174,7 @@ def test_run_training_reports_learned_values(tmp_path):
     s = run_training(TrainConfig(spec=SPEC, activation="tanh-linear-learned:layer",
                                  iterations=20, batch_size=10, dtype="float64"),
                      tmp_path, dataset=data)
-    net = s["_network"]
+    net = s.network
     assert s["activation_params"] == {"conv1.k": [float(net.params["conv1.k"][0])],
                                       "conv2.k": [float(net.params["conv2.k"][0])]}
     assert s["activation_params"]["conv1.k"] != [0.13]

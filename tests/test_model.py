@@ -12,14 +12,17 @@ from convprop import ModelError, Network, load_model, save_model
 from convprop.cli import main
 from convprop.data.mnist import load_sample
 from convprop.interop.model import describe_model
-from convprop.training.trainer import TrainConfig, error_rate, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import error_rate
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short real training run on the bundled sample, saved by `convprop train`'s code."""
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(spec="4c5-2s", iterations=40, dtype="float32", seed=3, data="sample")
+    config = TrainConfig(spec="4c5-2s", activation="tanh", lr=0.5, iterations=40, dtype="float32",
+                         seed=3, data="sample")
     summary = run_training(config, out)
     return out / "model.npz", summary
 
@@ -29,7 +32,7 @@ def test_train_save_load_evaluate_gives_the_identical_test_error(trained):
     net = load_model(path)
     data = load_sample()
     assert error_rate(net, data.test_x, data.test_y) == summary["test_error"]
-    trained_net = summary["_network"]
+    trained_net = summary.network
     for name, value in trained_net.params.items():
         assert net.params[name].dtype == value.dtype == np.float32
         assert np.array_equal(net.params[name], value), name
@@ -90,7 +93,7 @@ def test_info_reports_layers_weight_sharing_and_summary(trained, capsys):
     path, summary = trained
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "4c5-2s" in out and "sigmoid" in out and "float32" in out
+    assert "4c5-2s" in out and "tanh" in out and "float32" in out
     # conv1: 1x28x28 -> 4x24x24 maps share 4*25 weights; fully connected: 784 * 2304
     assert f"{28 * 28 * 4 * 24 * 24:,}" in out and "100 shared kernel weights" in out
     assert f"{100 * summary['test_error']:.2f}%" in out and "iterations=40" in out

@@ -15,7 +15,8 @@ from convprop.errors import ConvpropError
 from convprop.maths.losses import CrossEntropy, get_loss
 from convprop.maths.network import Network
 from convprop.maths.optim import Adam, Momentum, get_optimizer
-from convprop.training.trainer import TrainConfig, Trainer
+from convprop.training.config import TrainConfig
+from convprop.training.trainer import Trainer
 
 F = torch.nn.functional
 

@@ -107,16 +107,17 @@ def test_data_fetch_failure_suggests_data_dir(tmp_path):
 
 def test_ray_executor_without_ray_fails_before_any_run_trains(tmp_path, monkeypatch):
     """The optional extra is checked up front: nothing is trained or written."""
-    from convprop.experiments import core as ex
+    from convprop.experiments import runs as ex_runs
+    from convprop.experiments import sweep as ex_sweep
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real(name, *a))
     trained = []
     monkeypatch.setattr(ex, "execute_run", lambda *a, **k: trained.append(a))
-    runs = [ex.Run(seed=0, iterations=5), ex.Run(seed=1, iterations=5)]
+    runs = [ex_runs.Run(seed=0, iterations=5), ex_runs.Run(seed=1, iterations=5)]
     with pytest.raises(ConvpropError, match=r"--executor ray needs Ray: pip install"):
-        ex.run_sweep(runs, tmp_path / "out", executor="ray")
+        ex_sweep.run_sweep(runs, tmp_path / "out", executor="ray")
     assert trained == [] and not (tmp_path / "out").exists()
 
 

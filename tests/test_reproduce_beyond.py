@@ -6,8 +6,10 @@ import pytest
 
 from convprop.cli import main
 from convprop.experiments import beyond
-from convprop.experiments import core as ex
 from convprop.experiments import reproduce_beyond as rb
+from convprop.experiments.executors import execute_run
+from convprop.experiments.paper import FIG6_LR, FIG9_LR, ReproduceOptions
+from convprop.experiments.stats import read_summary
 
 ARGS = ["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "8", "--seeds",
         "1", "--executor", "serial", "--diagnostics", "4"]
@@ -31,16 +33,16 @@ def test_learned_section_sets_learned_values_beside_the_grid_searched_best(repro
                 "prelu:layer:0.25"):
         assert f"| `{act}` |" in text
     assert "conv1.k " in text and "conv1.alpha " in text  # learned values from summary.json
-    rows = ex.read_summary(reproduced / "summary.csv")
-    for prefix, lr in (("tanh-linear:", ex.FIG6_LR), ("leaky-relu:", ex.FIG9_LR)):
+    rows = read_summary(reproduced / "summary.csv")
+    for prefix, lr in (("tanh-linear:", FIG6_LR), ("leaky-relu:", FIG9_LR)):
         sweep = [r for r in rows if r["activation"].startswith(prefix)
                  and float(r["lr"]) == lr]
         best = min(sweep, key=lambda r: float(r["final_rL"]))["activation"]  # one seed
         assert f"| `{best}` | grid-searched best of Figure" in text
     learned = [r for r in rows if r["activation"].startswith(("prelu", "tanh-linear-learned"))]
     assert len(learned) == 4
-    assert all(float(r["lr"]) == (ex.FIG6_LR if r["activation"].startswith("tanh")
-                                  else ex.FIG9_LR) for r in learned)
+    assert all(float(r["lr"]) == (FIG6_LR if r["activation"].startswith("tanh")
+                                  else FIG9_LR) for r in learned)
 
 
 def test_modern_adds_one_row_per_baseline_at_both_lengths(reproduced):
@@ -49,9 +51,9 @@ def test_modern_adds_one_row_per_baseline_at_both_lengths(reproduced):
     for label, _ in beyond.MODERN:
         row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
         assert row.count("%") == 2 and "n/a" not in row
-    runs = [r for r in ex.read_summary(reproduced / "summary.csv") if "_ep1_" in r["run"]]
+    runs = [r for r in read_summary(reproduced / "summary.csv") if "_ep1_" in r["run"]]
     assert len(runs) == len(beyond.MODERN)
-    assert not any(s.key == "modern" for s in rb.sections(ex.ReproduceOptions(data="sample")))
+    assert not any(s.key == "modern" for s in rb.sections(ReproduceOptions(data="sample")))
 
 
 def test_diagnostics_figures_per_sweep_from_seed_0(reproduced):
@@ -67,7 +69,7 @@ def test_diagnostics_figures_per_sweep_from_seed_0(reproduced):
 def test_report_rebuilds_the_same_text_from_stored_results(reproduced, capsys):
     before = (reproduced / "report.md").read_text()
     meta = json.loads((reproduced / "reproduce.json").read_text())
-    assert meta["options"]["extra"] == {"modern": True, "diagnostics": 4}
+    assert (meta["options"]["modern"], meta["options"]["diagnostics"]) == (True, 4)
     assert meta["sections"][-3:] == ["learned", "diagnostics", "modern"]
     (reproduced / "fig9_diagnostics.png").unlink()
     assert main(["report", str(reproduced)]) == 0
@@ -76,15 +78,14 @@ def test_report_rebuilds_the_same_text_from_stored_results(reproduced, capsys):
 
 
 def test_diagnostics_do_not_change_a_runs_numbers(tmp_path):
-    o = ex.ReproduceOptions(seeds=2, data="sample", iterations=6, spec="4c5-2s",
-                            extra={"diagnostics": 2})
+    o = ReproduceOptions(seeds=2, data="sample", iterations=6, spec="4c5-2s", diagnostics=2)
     traced, plain = o.run("leaky-relu:0.05", 1.0)
-    assert dict(traced.options) == {"diagnostics": 2} and plain.options == ()
+    assert traced.diagnostics == 2 and plain.diagnostics == 0
     assert traced.setting == plain.setting  # one setting over seeds
-    bare = ex.Run(**{**traced.to_dict(), "options": ()})
+    bare = traced.replace(diagnostics=0)
     assert bare.name != traced.name
-    a = ex.execute_run(traced, str(tmp_path / "a"))
-    b = ex.execute_run(bare, str(tmp_path / "b"))
+    a = execute_run(traced, str(tmp_path / "a"))
+    b = execute_run(bare, str(tmp_path / "b"))
     assert (tmp_path / "a" / "diagnostics.csv").is_file()
     assert not (tmp_path / "b" / "diagnostics.csv").exists()
     assert (a["final_rL"], a["test_error"]) == (b["final_rL"], b["test_error"])
@@ -93,6 +94,8 @@ def test_diagnostics_do_not_change_a_runs_numbers(tmp_path):
 
 
 def test_negative_diagnostics_interval_is_a_one_line_error(tmp_path, capsys):
-    assert main([*ARGS[:-1], "-1", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse's one line, status 2
+        main([*ARGS[:-1], "-1", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert err.startswith("error: --diagnostics: -1") and err.count("\n") == 1
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: argument --diagnostics") and "'-1'" in err

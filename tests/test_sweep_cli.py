@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from convprop.cli import main
-from convprop.experiments import core as ex
+from convprop.experiments.stats import read_summary
+from convprop.experiments.sweep import summary_columns
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SMALL = ["--data", "sample", "--spec", "4c5-2s", "--batch-size", "20"]
@@ -26,7 +27,7 @@ def cli(*args):
 
 
 def table(path):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in ex.read_summary(path)]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_summary(path)]
 
 
 def test_sweep_writes_runs_summary_figure_and_report(tmp_path, capsys):
@@ -35,8 +36,8 @@ def test_sweep_writes_runs_summary_figure_and_report(tmp_path, capsys):
                  "--iterations", "20", "--seeds", "0-1", "--workers", "2", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    rows = ex.read_summary(out / "summary.csv")
-    assert len(rows) == 4 and set(ex.SUMMARY_COLUMNS) <= set(rows[0])
+    rows = read_summary(out / "summary.csv")
+    assert len(rows) == 4 and set(summary_columns()) <= set(rows[0])
     assert {r["activation"] for r in rows} == {"tanh-linear:0", "tanh-linear:0.13"}
     assert all(r["iterations"] == "20" and r["batch_size"] == "20" for r in rows)
     assert (out / "sweep.png").stat().st_size > 1000
@@ -75,12 +76,12 @@ def test_interrupted_sweep_resumes_without_losing_runs(tmp_path):
     p = cli("sweep", *args, "--out", str(part))
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it once two runs are in summary.csv
-        if (part / "summary.csv").is_file() and len(ex.read_summary(part / "summary.csv")) >= 2:
+        if (part / "summary.csv").is_file() and len(read_summary(part / "summary.csv")) >= 2:
             break
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    done = len(ex.read_summary(part / "summary.csv"))
+    done = len(read_summary(part / "summary.csv"))
     assert 2 <= done < 8, "the sweep finished before it could be interrupted"
     again = cli("sweep", *args, "--out", str(part))
     _, err = again.communicate(timeout=300)
@@ -105,7 +106,7 @@ def test_reproduce_on_the_sample_writes_every_figure_and_verdict(tmp_path, capsy
     assert all(w in ("holds", "does not hold", "inconclusive") for w in
                [line.split("**")[3].rstrip(":") for line in report.splitlines()
                 if line.startswith("| **verdict**")])
-    rows = ex.read_summary(out / "summary.csv")
+    rows = read_summary(out / "summary.csv")
     # shared runs trained once; 4 learned activations beyond the paper
     assert len(rows) == 2 * (21 + 4) == len({r["run"] for r in rows})
     meta = json.loads((out / "reproduce.json").read_text())
@@ -122,29 +123,14 @@ def test_reproduce_on_the_sample_writes_every_figure_and_verdict(tmp_path, capsy
     assert (out / "report.md").read_text().split("\n\n")[2:] == report.split("\n\n")[2:]
 
 
-def test_reproduce_flags_and_sections_can_be_added(tmp_path, capsys, monkeypatch):
-    from convprop.cli import sweep as sweep_cli
+def test_reproduce_options_of_an_earlier_record_are_read():
+    from convprop.experiments.paper import ReproduceOptions
 
-    seen = []
-
-    def add_flag(parser):
-        parser.add_argument("--shout", action="store_true")
-
-    def section(o):
-        seen.append(o.extra)
-        return [ex.SweepSection("mine", "Mine", o.run("sigmoid", 1.0))]
-
-    monkeypatch.setattr(sweep_cli, "REPRODUCE_FLAGS", [add_flag])
-    monkeypatch.setattr(ex, "REPRODUCE_SECTIONS", [section])
-    out = tmp_path / "r"
-    assert main(["reproduce", "--data", "sample", "--spec", "4c5-2s", "--iterations", "5",
-                 "--seeds", "1", "--shout", "--executor", "serial", "--out", str(out)]) == 0
-    assert seen[0] == {"shout": True}
-    assert json.loads((out / "reproduce.json").read_text())["options"]["extra"] == {
-        "shout": True}
-    assert "## Mine" in (out / "report.md").read_text() and (out / "mine.png").is_file()
-    assert main(["report", str(out)]) == 0 and seen[-1] == {"shout": True}
-
+    old = {"seeds": 2, "data": "sample", "iterations": 20, "batch_size": 50,
+           "dtype": "float32", "spec": "4c5-2s", "extra": {"modern": True, "diagnostics": 4}}
+    o = ReproduceOptions.from_dict(old)
+    assert (o.modern, o.diagnostics, o.seeds) == (True, 4, 2)
+    assert o.run("sigmoid", 1.0)[0].diagnostics == 4
 
 def test_reproduce_without_full_mnist_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CONVPROP_DATA_DIR", str(tmp_path / "empty"))
@@ -158,7 +144,10 @@ def test_report_of_a_single_run_and_of_nothing(tmp_path, capsys):
     assert main(["train", *SMALL, "--iterations", "10", "--out", str(run), "--no-progress"]) == 0
     assert main(["report", str(run)]) == 0
     assert (run / "rL.png").stat().st_size > 1000
-    assert "| status | completed |" in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    assert "| status | stalled |" in text  # 10 iterations: at chance level
+    assert text.count("| iterations |") == 1 and "| data | None |" not in text
+    assert "| data | MNIST sample" in text and "| test error | 89.65% |" in text
     capsys.readouterr()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(tmp_path)]) == 2

@@ -7,14 +7,9 @@ import pytest
 
 from conftest import blobs
 from convprop import ConvpropError, Network
-from convprop.training.trainer import (
-    TrainConfig,
-    Trainer,
-    detect_stall,
-    run_training,
-    smooth,
-    train,
-)
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import run_training
+from convprop.training.trainer import Trainer, detect_stall, smooth, train
 
 
 def small_net(seed=0, activation="sigmoid", dtype="float64"):
@@ -151,7 +146,8 @@ def test_run_training_writes_metrics_summary_and_model(tmp_path):
     from convprop.training.trainer import error_rate, read_metrics
 
     x, y = blobs(400)
-    cfg = TrainConfig(spec="4c3-2s", iterations=50, batch_size=10, dtype="float64")
+    cfg = TrainConfig(spec="4c3-2s", activation="tanh", lr=0.5, iterations=50, batch_size=10,
+                      dtype="float64")
     summary = run_training(cfg, tmp_path, dataset=_Data(x, y))
     m = read_metrics(tmp_path / "metrics.csv")
     assert list(m) == ["iteration", "loss", "rL"]

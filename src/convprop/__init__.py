@@ -12,10 +12,11 @@ from convprop.interop.model import load_model, save_model
 from convprop.maths.activations import get_activation
 from convprop.maths.network import Network, parse_spec, set_num_threads
 from convprop.training.checkpoint import StopOnSignal
-from convprop.training.trainer import TrainConfig, resume_training, run_training
+from convprop.training.config import TrainConfig
+from convprop.training.jobs import RunResult, resume_training, run_training
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvpropError", "ModelError", "Network", "StopOnSignal", "TrainConfig",
+__all__ = ["ConvpropError", "ModelError", "Network", "RunResult", "StopOnSignal", "TrainConfig",
            "get_activation", "load_data", "load_model", "parse_spec", "resume_training",
            "run_training", "save_model", "set_num_threads", "__version__"]

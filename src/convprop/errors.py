@@ -9,6 +9,12 @@ class ConvpropError(Exception):
     """
 
 
+def short_reason(exc: BaseException) -> str:
+    """An exception's message on one line (at most 200 characters), or its type's name:
+    the reason in parentheses of a one-line ConvpropError."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
 class DataError(ConvpropError):
     """A data file or directory that cannot be used (missing, truncated, malformed)."""
 

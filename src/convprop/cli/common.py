@@ -41,9 +41,10 @@ def info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_data_option(parser: argparse.ArgumentParser) -> None:
+def add_data_option(parser: argparse.ArgumentParser,
+                    default_text: str = "full MNIST if cached, else the sample") -> None:
     parser.add_argument(
         "--data", metavar="sample|mnist|DIR", default=None,
         help="data set: 'sample' (bundled, 10k train / 2k test), 'mnist' (full MNIST from the "
              "cache, see `convprop data fetch`), or a directory holding the four MNIST files. "
-             "Default: full MNIST if cached, else the sample")
+             f"Default: {default_text}")

@@ -15,8 +15,9 @@ def register(sub) -> None:
                         description="Download the four MNIST files from public mirrors "
                                     "(trying each in turn, with retries), check each "
                                     "file's sha256, and keep only verified files.")
-    f.add_argument("--dir", default=None,
-                   help="where to put the files (default: the cache, see `convprop data info`)")
+    f.add_argument("--out", "--dir", dest="dir", metavar="DIR", default=None,
+                   help="folder to put the files in (default: the cache, see `convprop data "
+                        "info`; --dir: the old spelling)")
     f.add_argument("--mirror", action="append", default=None, metavar="URL",
                    help="base URL to try (repeatable; default: the built-in mirror list)")
     f.add_argument("--retries", type=positive_int, default=3, help="tries per mirror")

@@ -16,8 +16,9 @@ def register_plot_diagnostics(plot_sub) -> None:
                     "fractions per layer over iterations, one column per run, from each "
                     "RUN/diagnostics.csv (written by `convprop train --diagnostics N`).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    p.add_argument("-o", "--out", metavar="PNG", default="diagnostics.png",
-                   help="output figure (default diagnostics.png)")
+    p.add_argument("-o", "--output", "--out", dest="output", metavar="PNG",
+                   default="diagnostics.png",
+                   help="output figure file (default diagnostics.png; --out: the old spelling)")
     p.add_argument("--metrics", metavar="M1,M2", default=None,
                    help="rows to draw, e.g. delta,dead (default: every metric recorded)")
     p.add_argument("--labels", metavar="L1,L2", default=None,
@@ -33,6 +34,6 @@ def cmd_plot_diagnostics(args: argparse.Namespace) -> int:
     if labels is not None and len(labels) != len(args.runs):
         raise ConvpropError(f"--labels gives {len(labels)} names for {len(args.runs)} runs")
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    out = plot_diagnostics(args.runs, args.out, metrics=metrics, labels=labels)
+    out = plot_diagnostics(args.runs, args.output, metrics=metrics, labels=labels)
     print(f"figure written to {out}")
     return 0

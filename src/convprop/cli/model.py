@@ -7,6 +7,7 @@ import argparse
 import json
 
 from convprop.cli.common import info
+from convprop.cli.options import add_threads_option, apply_threads
 
 
 def register(sub) -> None:
@@ -21,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--always-preprocess", action="store_true",
                    help="convert 28x28 MNIST-like images too instead of using them as they are")
+    add_threads_option(p)
     p.set_defaults(func=cmd_predict)
 
     i = sub.add_parser(
@@ -76,6 +78,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from convprop.interop.images import load_digit, scores
     from convprop.interop.model import load_model
 
+    apply_threads(args)
     net = _load_for_images(args.model, load_model)
     digits = np.stack([load_digit(p, args.always_preprocess) for p in args.images])
     out = scores(net, digits)

@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 def cmd_activations(args: argparse.Namespace) -> int:
     from convprop.errors import ConvpropError
-    from convprop.experiments.core import parse_activations
+    from convprop.experiments.runs import parse_activations
     from convprop.fileio import ensure_dir
     from convprop.plots import figures as plots
 

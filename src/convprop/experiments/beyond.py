@@ -21,21 +21,21 @@ depends on how the runs were executed.
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convprop.errors import ConvpropError
+from convprop.experiments.stats import mean_sd
+from convprop.training.config import TrainConfig
 from convprop.training.diagnostics import plot_diagnostics
-from convprop.training.trainer import TrainConfig
 
 __all__ = ["LEARNED", "MODERN", "DIAGNOSTIC_RUNS", "learned_runs", "render_learned",
            "modern_runs", "render_modern", "plot_diagnostics", "diagnostic_run", "run_name",
-           "load_summaries"]
+           "load_summaries", "learned_values"]
 
 # (activation, what it is): grid-searched best from the paper, then learned variants
 LEARNED = (
@@ -102,7 +102,7 @@ def diagnostic_run(config: TrainConfig, out_dir: str | os.PathLike, dataset: Any
     from convprop.fileio import ensure_dir, write_json
     from convprop.maths.network import Network
     from convprop.training import diagnostics
-    from convprop.training.trainer import Trainer, error_rate
+    from convprop.training.trainer import Trainer, error_rate, to_float
 
     config.validate()
     if not config.diagnostics:
@@ -116,7 +116,7 @@ def diagnostic_run(config: TrainConfig, out_dir: str | os.PathLike, dataset: Any
             net.params[name] = np.full(net.params[name].shape, conv_bias)
 
     def scaled(x):
-        return x.astype(net.dtype) * (input_scale / 255 if x.dtype == np.uint8 else input_scale)
+        return to_float(x, net.dtype) * np.asarray(input_scale, dtype=net.dtype)
 
     trainer = Trainer(net, scaled(dataset.train_x), dataset.train_y, config)
     result = trainer.run()
@@ -131,13 +131,14 @@ def diagnostic_run(config: TrainConfig, out_dir: str | os.PathLike, dataset: Any
 
 
 def run_name(config: TrainConfig | dict[str, Any]) -> str:
-    """A stable folder name for a run of these lists, e.g.
-    ``prelu_map_0.25-mse-sgd-dlt-lr1-600it-seed0``."""
-    c = config.to_dict() if isinstance(config, TrainConfig) else config
-    length = f"{c['iterations']}it" if c.get("iterations") else f"{c.get('epochs') or 1}ep"
-    parts = [c["activation"].replace(":", "_"), c["loss"], c["optimizer"], c["init"],
-             f"lr{c['lr']:g}", length, f"seed{c['seed']}"]
-    return "-".join(parts)
+    """The folder name of a run of these lists: the sweep's run name
+    (:func:`convprop.experiments.runs.run_name`), which spells every option that tells
+    runs apart, data, spec and dtype included, so results on the sample are never
+    taken for results on full MNIST."""
+    from convprop.experiments.runs import Run
+
+    c = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    return Run.from_config(c).name
 
 
 def load_summaries(results: Iterable[dict[str, Any] | str | os.PathLike]
@@ -168,9 +169,9 @@ def render_learned(results: Iterable[dict[str, Any] | str | os.PathLike]) -> str
         if not group:
             continue
         lrs = "/".join(f"{v:g}" for v in sorted({s["config"]["lr"] for s in group}))
-        lines.append(f"| `{act}` | {what} | {lrs} | {_learned_values(group)} | "
-                     f"{_mean_sd([s.get('final_rL') for s in group], 4)} | "
-                     f"{_mean_sd(_percent(group), 2, '%')} | {_runs(group)} |")
+        lines.append(f"| `{act}` | {what} | {lrs} | {learned_values(group)} | "
+                     f"{mean_sd([s.get('final_rL') for s in group], 1.0, 4)} | "
+                     f"{mean_sd(_percent(group), 1.0, 2, '%')} | {_runs(group)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,11 +190,11 @@ def render_modern(results: Iterable[dict[str, Any] | str | os.PathLike]) -> str:
             continue
         cells = []
         for i in its:
-            cells.append(_mean_sd(_percent([s for s in group
-                                            if s["config"].get("iterations") == i]), 2, "%"))
+            cells.append(mean_sd(_percent([s for s in group
+                                            if s["config"].get("iterations") == i]), 1.0, 2, "%"))
         epoch = [s for s in group if not s["config"].get("iterations")]
-        cells.append(_mean_sd(_percent(epoch), 2, "%"))
-        cells.append(_mean_sd([s.get("final_rL") for s in epoch], 4))
+        cells.append(mean_sd(_percent(epoch), 1.0, 2, "%"))
+        cells.append(mean_sd([s.get("final_rL") for s in epoch], 1.0, 4))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_runs(epoch)} |")
     return "\n".join(lines) + "\n"
 
@@ -210,7 +211,7 @@ def _modern_label(config: dict[str, Any]) -> str | None:
     return None
 
 
-def _learned_values(group: list[dict[str, Any]]) -> str:
+def learned_values(group: list[dict[str, Any]]) -> str:
     values: dict[str, list[np.ndarray]] = {}
     for s in group:
         for name, v in (s.get("activation_params") or {}).items():
@@ -230,15 +231,6 @@ def _learned_values(group: list[dict[str, Any]]) -> str:
 
 def _percent(group: list[dict[str, Any]]) -> list[float | None]:
     return [None if s.get("test_error") is None else 100 * s["test_error"] for s in group]
-
-
-def _mean_sd(values: Sequence[float | None], digits: int, unit: str = "") -> str:
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    if not v:
-        return "n/a"
-    if len(v) == 1:
-        return f"{v[0]:.{digits}f}{unit}"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}{unit}"
 
 
 def _runs(group: list[dict[str, Any]]) -> str:

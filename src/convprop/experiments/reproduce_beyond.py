@@ -1,6 +1,6 @@
-"""Beyond the paper, in ``convprop reproduce``: three report sections built on
-:mod:`convprop.experiments.beyond` through the report extension point of
-:mod:`convprop.experiments.core`.
+"""Beyond the paper, in ``convprop reproduce``: three report sections
+(:mod:`convprop.experiments.sections`) built on :mod:`convprop.experiments.beyond`,
+after the paper's (:mod:`convprop.experiments.paper`).
 
 - ``learned``: the learned activation parameters (:data:`beyond.LEARNED`: ``prelu`` and
   ``tanh-linear-learned``, per map and per layer) beside the grid-searched best of the
@@ -11,10 +11,10 @@
   against the grid-searched best.  Always on.
 - ``diagnostics``: one gradient-flow figure (:func:`beyond.plot_diagnostics`) per sweep
   (Figures 6, 7, 9) from its seed-0 runs, which record diagnostics every
-  ``extra["diagnostics"]`` iterations (``convprop reproduce --diagnostics N``, default
+  ``ReproduceOptions.diagnostics`` iterations (``convprop reproduce --diagnostics N``, default
   25; 0 = off).  Diagnostics come from a separate traced pass, so they do not change a
   run's numbers, and :attr:`Run.setting` ignores them.
-- ``modern`` (``extra["modern"]``, ``convprop reproduce --modern``): one row per
+- ``modern`` (``ReproduceOptions.modern``, ``convprop reproduce --modern``): one row per
   :data:`beyond.MODERN` baseline, test error after the report's iterations and after one
   epoch (two runs per baseline and seed: the 600-iteration one and the one-epoch one).
 
@@ -25,32 +25,24 @@ same sections.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from convprop.experiments import beyond
-from convprop.experiments.core import (
-    FIG6_LR,
-    FIG9_LR,
-    ClaimSection,
-    ReproduceOptions,
-    Results,
-    Run,
-    SettingStats,
-    mean_sd,
-    paired_t,
-    paper_sections,
-)
-from convprop.maths.activations import _fmt
-from convprop.training.trainer import TrainConfig
+from convprop.experiments.paper import FIG6_LR, FIG9_LR, ReproduceOptions, paper_sections
+from convprop.experiments.runs import Run
+from convprop.experiments.sections import ClaimSection
+from convprop.experiments.stats import Results, SettingStats, mean_sd, paired_t
+from convprop.maths.activations import format_number as fmt
+from convprop.training.config import TrainConfig
 
 SWEEP_KEYS = ("fig6", "fig7", "fig9")
 
 
 def _run(config: TrainConfig, o: ReproduceOptions) -> Run:
     """A TrainConfig of :mod:`beyond` as a run of this reproduction (its spec and dtype)."""
-    return replace(Run.from_config(config), spec=o.spec, dtype=o.dtype)
+    return Run.from_config(config).replace(spec=o.spec, dtype=o.dtype)
 
 
 def _summary(results: Results, run: Run) -> dict[str, Any] | None:
@@ -99,8 +91,8 @@ class LearnedSection:
             f"## {self.title}",
             f"The paper picks k and α by grid search. Here they are learned by "
             f"back-propagation (`tanh-linear-learned`, `prelu`; one value per feature map or "
-            f"per layer), at the learning rates of the sweeps they replace ({_fmt(FIG6_LR)} "
-            f"as in Figure 6, {_fmt(FIG9_LR)} as in Figure 9), and set beside the best "
+            f"per layer), at the learning rates of the sweeps they replace ({fmt(FIG6_LR)} "
+            f"as in Figure 6, {fmt(FIG9_LR)} as in Figure 9), and set beside the best "
             f"setting those sweeps found in this report (lowest mean final rL; for α over "
             f"every value run). Learned values: per conv layer, the mean over maps and seeds, "
             f"with the range over maps and seeds for per-map parameters. The last column "
@@ -124,8 +116,8 @@ class LearnedSection:
                 compare = f"{diff:+.4f} (p = {p:.3g}, {len(pairs)} seeds)"
             elif pairs:
                 compare = f"{pairs[0][0] - pairs[0][1]:+.4f} (1 seed)"
-        values = beyond._learned_values(summaries) if summaries else "n/a"
-        lr = _fmt(runs[0].lr) if runs else ""
+        values = beyond.learned_values(summaries) if summaries else "n/a"
+        lr = fmt(runs[0].lr) if runs else ""
         seeds = f"{sum(v is not None for v in rl)}/{len(runs)} seeds" + (
             f", {bad} stalled or diverged" if bad else "")
         return (f"| `{act}` | {what} ({seeds}) | {lr} | {values} | {mean_sd(rl)} | "
@@ -157,7 +149,7 @@ class DiagnosticsSection:
 
     @staticmethod
     def traced(sweep: ClaimSection) -> list[Run]:
-        return [r for r in sweep.runs if dict(r.options).get("diagnostics")]
+        return [r for r in sweep.runs if r.diagnostics]
 
     def plan(self) -> list[Run]:
         return [r for s in self.sweeps for r in self.traced(s)]
@@ -235,7 +227,7 @@ class ModernSection:
 
 
 def sections(o: ReproduceOptions) -> list:
-    """The factory appended to ``experiments.REPRODUCE_SECTIONS``."""
+    """The sections beyond the paper, in report order (after the paper's)."""
     sweeps = {s.key: s for s in paper_sections(o) if s.key in SWEEP_KEYS}
     seeds = range(o.seeds)
     learned: dict[str, list[Run]] = {}
@@ -247,7 +239,7 @@ def sections(o: ReproduceOptions) -> list:
                                 [(a, what[a], runs) for a, runs in learned.items()
                                  if a.startswith(("prelu", "tanh-linear-learned"))]),
                  DiagnosticsSection([sweeps[k] for k in SWEEP_KEYS])]
-    if o.extra.get("modern"):
+    if o.modern:
         out.append(ModernSection([_run(c, o) for c in beyond.modern_runs(
             seeds, o.iterations, o.data, batch_size=o.batch_size)], o.iterations))
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convprop.errors import ConvpropError
+from convprop.errors import ConvpropError, short_reason
 
 SIZE = 28  # MNIST field
 BOX = 20  # the digit's box inside it
@@ -59,9 +59,9 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
             grey = img.convert("L") if img.mode != "L" else img
             arr = np.asarray(grey, dtype=np.float64)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{p}: not a readable image ({_short(exc)})") from None
+        raise ImageError(f"{p}: not a readable image ({short_reason(exc)})") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
-        raise ImageError(f"{p}: cannot decode image ({_short(exc)})") from None
+        raise ImageError(f"{p}: cannot decode image ({short_reason(exc)})") from None
     if arr.ndim != 2 or arr.size == 0:
         raise ImageError(f"{p}: image has no pixels")
     return arr
@@ -136,5 +136,3 @@ def _centre(g: np.ndarray, size: int) -> np.ndarray:
     return np.round(out * 255).astype(np.uint8)
 
 
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convprop.errors import ConvpropError, ModelError
+from convprop.errors import ConvpropError, ModelError, short_reason
 from convprop.fileio import atomic_open
 from convprop.maths.layers import MeanPool
 from convprop.maths.network import Network
@@ -86,7 +86,7 @@ def import_matlab(path: str | os.PathLike, variable: str | None = None) -> Netwo
         raise ModelError(f"{p}: MATLAB -v7.3 (HDF5) files are not supported; save with "
                          f"-v7 or -v6") from None
     except Exception as exc:  # scipy raises many kinds for a damaged file
-        raise ModelError(f"{p}: not a readable MATLAB .mat file ({_short(exc)})") from None
+        raise ModelError(f"{p}: not a readable MATLAB .mat file ({short_reason(exc)})") from None
     cnn = _find_network(data, variable, p)
     return _ToolboxReader(p).network(cnn)
 
@@ -337,5 +337,3 @@ class _ToolboxReader:
         raise AssertionError  # unreachable
 
 
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__

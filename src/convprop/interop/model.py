@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from convprop.errors import ConvpropError, ModelError
+from convprop.errors import ConvpropError, ModelError, short_reason
 from convprop.fileio import write_npz
 from convprop.maths.network import Network
 
@@ -66,12 +66,6 @@ def save_model(net: Network, path: str | os.PathLike, config: dict | None = None
     write_npz(path, arrays)
 
 
-def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a model file, validated, without building the network."""
-    with _Archive(path) as archive:
-        return _meta(archive, path)
-
-
 def load_model(path: str | os.PathLike) -> Network:
     """Load a model file into a :class:`Network`; its ``config`` and ``summary`` are
     attached as ``net.config`` / ``net.summary``.  Raises ModelError for a file that is
@@ -84,7 +78,7 @@ def load_model(path: str | os.PathLike) -> Network:
                           meta["n_outputs"], meta["dtype"], meta.get("loss", "mse"))
         except (ConvpropError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: metadata does not describe a network "
-                             f"({_short(exc)})") from None
+                             f"({short_reason(exc)})") from None
         expected = list(net.params)
         if list(meta["params"]) != expected:
             raise ModelError(f"{path}: parameter list {meta['params']} does not fit spec "
@@ -149,7 +143,7 @@ class _Archive:
             with open(p, "rb") as fh:
                 head = fh.read(512)
         except OSError as exc:
-            raise ModelError(f"{p}: cannot read the model file ({_short(exc)})") from None
+            raise ModelError(f"{p}: cannot read the model file ({short_reason(exc)})") from None
         if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):
             raise ModelError(f"{p}: not a convprop model file but {_what_is(head, p)}; "
                              f"{_EXPECTED}")
@@ -184,7 +178,7 @@ def _meta(archive, path) -> dict[str, Any]:
     try:
         meta = json.loads(str(raw[()]))
     except (ValueError, TypeError, IndexError) as exc:
-        raise ModelError(f"{path}: metadata is not valid JSON ({_short(exc)})") from None
+        raise ModelError(f"{path}: metadata is not valid JSON ({short_reason(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not a convprop model file (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -236,14 +230,11 @@ def _what_is(head: bytes, path: Path) -> str:
 
 def _no_pickle(exc: BaseException) -> str:
     """The reason in ``exc``, without NumPy's advice to load the file with pickle."""
-    text = _short(exc)
+    text = short_reason(exc)
     if "pickle" in text.lower():
         return "it holds Python objects, not plain arrays"
     return text
 
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _json_safe(obj: Any) -> Any:

@@ -6,16 +6,18 @@ Needs the optional extra ``pip install 'convprop[sklearn]'`` (scikit-learn).
 >>> clf = CNNClassifier(epochs=1).fit(X_train, y_train)            # doctest: +SKIP
 >>> clf.score(X_test, y_test)                                       # doctest: +SKIP
 
-The options are those of ``convprop train`` (``spec``, ``activation``, ``lr``,
-``batch_size``, ``epochs`` or ``iterations``, ``seed``, ``dtype``, and ``loss``,
-``optimizer``, ``init``).  X is (n, H, W) images or (n, features) rows: a row of
-H·W = s² features is an s x s image (784 -> 28 x 28, row-major as MNIST); any other
-feature count is zero-padded into the smallest square, so the estimator also runs on
-tabular data (the conv layers then see the features laid out in a grid).  uint8 X is
-scaled by 1/255 like the MNIST loader; other X is used as given (MNIST-like data should
-be in [0, 1]).  Labels may be any values (``classes_``); the network has one output
-per class.  A batch larger than the training set shrinks to the training set.
-``predict_proba`` is the network's outputs normalised to sum to 1 per row.
+The parameters are the options of ``convprop train``, derived from
+:class:`~convprop.training.config.TrainConfig` (``spec``, ``activation``, ``lr``,
+``batch_size``, ``epochs`` or ``iterations``, ``seed``, ``dtype``, ``loss``,
+``optimizer``, ``init``, ``momentum``, ``betas``), keyword-only.  X is (n, H, W)
+images or (n, features) rows: a row of H·W = s² features is an s x s image (784 ->
+28 x 28, row-major as MNIST); any other feature count is zero-padded into the smallest
+square, so the estimator also runs on tabular data (the conv layers then see the
+features laid out in a grid).  uint8 X is scaled by 1/255 like the MNIST loader;
+other X is used as given (MNIST-like data should be in [0, 1]).  Labels may be any
+values (``classes_``); the network has one output per class.  A batch larger than the
+training set shrinks to the training set.  ``predict_proba`` is the network's outputs
+normalised to sum to 1 per row.
 """
 
 from __future__ import annotations
@@ -32,32 +34,40 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("convprop.interop.sklearn needs scikit-learn: pip install "
                       "'convprop[sklearn]'") from exc
 
-from convprop.maths.network import DEFAULT_SPEC, Network
-from convprop.training.trainer import TrainConfig, train
+import inspect
+
+from convprop.maths.network import Network
+from convprop.training.config import TrainConfig, default_of, options
+from convprop.training.trainer import to_float, train
+
+
+def estimator_fields() -> list:
+    """The options of TrainConfig that are estimator parameters (metadata ``estimator``)."""
+    return [f for f in options(TrainConfig) if f.metadata.get("estimator", True)]
+
+
+def _init(self, **params) -> None:
+    for f in estimator_fields():
+        setattr(self, f.name, params.get(f.name, default_of(f)))
+
+
+# The estimator's parameters are TrainConfig's (scikit-learn reads them from __init__'s
+# signature): a new option is a new parameter with no edit here.
+_init.__signature__ = inspect.Signature(
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default_of(f))
+       for f in estimator_fields()])
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """The paper's CNN as a scikit-learn classifier (fit, predict, predict_proba, score).
 
-    Parameters are the options of ``convprop train``; see the module docstring for how
-    X is read.  Fitted attributes: ``classes_``, ``n_features_in_``, ``image_shape_``
+    Parameters are the options of ``convprop train`` (:class:`TrainConfig`'s fields but
+    ``data`` and ``diagnostics``), all keyword-only; see the module docstring for how X
+    is read.  Fitted attributes: ``classes_``, ``n_features_in_``, ``image_shape_``
     (H, W), ``network_`` (the trained :class:`~convprop.Network`) and ``train_result_``."""
 
-    def __init__(self, spec: str = DEFAULT_SPEC, activation: str = "sigmoid", lr: float = 1.0,
-                 batch_size: int = 50, epochs: int | None = None,
-                 iterations: int | None = None, seed: int = 0, dtype: str = "float32",
-                 loss: str = "mse", optimizer: str = "sgd", init: str = "dlt"):
-        self.spec = spec
-        self.activation = activation
-        self.lr = lr
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.iterations = iterations
-        self.seed = seed
-        self.dtype = dtype
-        self.loss = loss
-        self.optimizer = optimizer
-        self.init = init
+    __init__ = _init
 
     def fit(self, X, y):
         """Train a fresh network (seeded by ``seed``) on X and y; returns self."""
@@ -65,11 +75,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, labels = np.unique(y, return_inverse=True)  # any labels -> 0..K-1
         labels = labels.astype(np.int64)
-        config = TrainConfig(spec=self.spec, activation=self.activation, lr=self.lr,
-                             batch_size=min(self.batch_size, len(X)), epochs=self.epochs,
-                             iterations=self.iterations, seed=self.seed, dtype=self.dtype,
-                             loss=self.loss, optimizer=self.optimizer, init=self.init)
-        config.validate()
+        params = {f.name: getattr(self, f.name) for f in estimator_fields()}
+        params["batch_size"] = min(params["batch_size"], len(X))
+        config = TrainConfig(**params).validate()
         net = Network.from_spec(config.spec, config.activation, shape, len(self.classes_),
                                 config.seed, config.dtype, config.init, config.loss)
         self.train_result_ = train(net, X, labels, config)
@@ -104,12 +112,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         else:
             image_shape = None
         uint8 = getattr(raw, "dtype", None) == np.uint8
+        dtype = np.uint8 if uint8 else np.float64
         if reset:
-            X, y = validate_data(self, raw, y, reset=True, dtype=np.float64)
+            X, y = validate_data(self, raw, y, reset=True, dtype=dtype)
         else:
-            X = validate_data(self, raw, reset=False, dtype=np.float64)
-        if uint8:
-            X = X * (1.0 / 255)
+            X = validate_data(self, raw, reset=False, dtype=dtype)
+        X = to_float(X, np.float64)
         if reset:
             d = X.shape[1]
             if image_shape is None:

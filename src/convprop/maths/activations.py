@@ -326,3 +326,6 @@ def _fmt(x: float) -> str:
     """Shortest round-tripping form of a float parameter: 0.13 -> '0.13', 1.0 -> '1'."""
     text = repr(float(x))
     return text[:-2] if text.endswith(".0") else text
+
+
+format_number = _fmt  # the public name, for modules outside maths

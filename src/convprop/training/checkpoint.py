@@ -2,7 +2,7 @@
 
 A run resumed from a checkpoint ends with bit-for-bit the parameters and
 ``metrics.csv`` of the same run left alone (given the same BLAS thread count), because
-the checkpoint holds the whole state of :class:`~convprop.training.trainer.Trainer`:
+the checkpoint holds ``Trainer.state_dict()``, the whole state of the run, plus metadata:
 
 - the parameters, and the optimiser's state (its ``state_dict()``);
 - the shuffling RNG's bit-generator state, the current epoch's permutation and the
@@ -35,21 +35,17 @@ import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from convprop.errors import CheckpointError, ConvpropError
+from convprop.errors import CheckpointError, ConvpropError, short_reason
 from convprop.fileio import write_npz
-
-if TYPE_CHECKING:
-    from convprop.training.trainer import TrainConfig, Trainer
+from convprop.training.config import TrainConfig
 
 FORMAT = "convprop-checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.npz"
-#: Further Trainer attributes (lists of JSON-able records) kept when a trainer has them.
-EXTRA_STATE = ("diagnostics",)
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -75,40 +71,44 @@ def data_source(data: Any) -> str | None:
     return str(Path(name).resolve()) if Path(name).is_dir() else str(name)
 
 
-def save_checkpoint(trainer: Trainer, path: str | os.PathLike, data_source: str | None = None,
+def network_meta(net: Any) -> dict[str, Any]:
+    """What a checkpoint records of the network, to check it is resumed into the same."""
+    return {"spec": net.spec, "activation": net.activation.name,
+            "input_shape": list(net.input_shape), "n_outputs": net.n_outputs,
+            "dtype": net.dtype.name, "loss": net.loss.name}
+
+
+def save_checkpoint(trainer: Any, path: str | os.PathLike, data_source: str | None = None,
                     fingerprint: str | None = None, every: int | None = None) -> None:
-    """Write the trainer's whole state to ``path`` atomically.  ``data_source`` is what
-    ``load_data`` needs to load the same data again (``sample``, ``mnist`` or a folder);
-    ``every`` the checkpoint interval, kept for the resumed run."""
-    net = trainer.net
-    state = trainer.optimizer.state_dict()
+    """Write ``trainer.state_dict()`` plus metadata (network, data source and fingerprint,
+    checkpoint interval) to ``path`` atomically.  ``data_source`` is what ``load_data``
+    needs to load the same data again (``sample``, ``mnist`` or a folder)."""
+    state = trainer.state_dict()
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "iteration": trainer.iteration,
-        "total": trainer.total,
-        "config": trainer.config.to_dict(),
+        "iteration": state["iteration"],
+        "total": state["total"],
+        "config": state["config"],
         "data": {"source": data_source, "n_train": int(len(trainer.images)),
                  "sha256": fingerprint or data_fingerprint(trainer.images, trainer.labels)},
-        "network": {"spec": net.spec, "activation": net.activation.name,
-                    "input_shape": list(net.input_shape), "n_outputs": net.n_outputs,
-                    "dtype": net.dtype.name, "loss": net.loss.name},
-        "rng": trainer.rng.bit_generator.state,
-        "pos": trainer.pos,
-        "params": list(net.params),
-        "optimizer": {"name": getattr(trainer.optimizer, "name", ""), "state": list(state)},
-        "seconds": trainer.elapsed,
+        "network": network_meta(trainer.net),
+        "rng": state["rng"],
+        "pos": state["pos"],
+        "params": list(state["params"]),
+        "optimizer": {"name": getattr(trainer.optimizer, "name", ""),
+                      "state": list(state["optimizer"])},
+        "seconds": state["seconds"],
         "every": every,
-        "extra": {k: getattr(trainer, k) for k in EXTRA_STATE
-                  if isinstance(getattr(trainer, k, None), list)},
+        "extra": {"diagnostics": state["diagnostics"]},
     }
     arrays = {"__meta__": np.array(json.dumps(meta, default=_plain))}
-    arrays.update({f"param/{k}": v for k, v in net.params.items()})
-    arrays.update({f"optim/{k}": np.asarray(v) for k, v in state.items()})
-    perm = trainer.perm
+    arrays.update({f"param/{k}": v for k, v in state["params"].items()})
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in state["optimizer"].items()})
+    perm = state["perm"]
     arrays["perm"] = np.asarray(perm if perm is not None else np.zeros(0, dtype=np.int64))
-    arrays["losses"] = np.asarray(trainer.losses, dtype=np.float64)
-    arrays["rl"] = np.asarray(trainer.rl, dtype=np.float64)
+    arrays["losses"] = state["losses"]
+    arrays["rl"] = state["rl"]
     write_npz(path, arrays)
 
 
@@ -134,25 +134,28 @@ class Checkpoint:
 
     def config(self) -> TrainConfig:
         """The stored training options, validated."""
-        from convprop.training.trainer import TrainConfig
-
         try:
             return TrainConfig.from_dict(dict(self.meta["config"])).validate()
         except (ConvpropError, TypeError) as exc:
             raise CheckpointError(f"{self.path}: stored config is not usable ({exc})") from None
 
-    def restore(self, trainer: Trainer) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer state held here, for ``Trainer.load_state_dict``."""
+        m = self.meta
+        return {"config": m["config"], "iteration": self.iteration, "total": m["total"],
+                "params": self.params, "optimizer": self.optimizer_state, "rng": m["rng"],
+                "perm": self.perm, "pos": m["pos"], "losses": self.losses, "rl": self.rl,
+                "seconds": m.get("seconds", 0.0),
+                "diagnostics": m.get("extra", {}).get("diagnostics", [])}
+
+    def restore(self, trainer: Any) -> None:
         """Put this state into ``trainer`` (built from the same config and data); refuse a
         trainer whose config, network or training set differ from the checkpoint's."""
         p, meta = self.path, self.meta
         if trainer.config.to_dict() != self.config().to_dict():
             raise CheckpointError(f"{p}: the checkpoint was written with other training "
                                   f"options than this run's")
-        net = trainer.net
-        want = {"spec": net.spec, "activation": net.activation.name,
-                "input_shape": list(net.input_shape), "n_outputs": net.n_outputs,
-                "dtype": net.dtype.name, "loss": net.loss.name}
-        for key, value in want.items():
+        for key, value in network_meta(trainer.net).items():
             if meta["network"].get(key) != value:
                 raise CheckpointError(f"{p}: network {key} {meta['network'].get(key)!r} does "
                                       f"not match this run's {value!r}")
@@ -162,35 +165,10 @@ class Checkpoint:
             raise CheckpointError(f"{p}: the training set differs from the one the checkpoint "
                                   f"was written with ({d.get('n_train')} images from "
                                   f"{d.get('source')!r})")
-        if list(self.params) != list(net.params):
-            raise CheckpointError(f"{p}: parameters {list(self.params)} do not fit the "
-                                  f"network (expected {list(net.params)})")
-        for name, arr in self.params.items():
-            target = net.params[name]
-            if arr.shape != target.shape or arr.dtype != target.dtype:
-                raise CheckpointError(f"{p}: parameter {name} is {arr.dtype}{arr.shape}, the "
-                                      f"network needs {target.dtype}{target.shape}")
-        n = len(trainer.images)
-        if self.perm is not None and len(self.perm) != n:
-            raise CheckpointError(f"{p}: permutation of {len(self.perm)} images for a "
-                                  f"training set of {n}")
         try:
-            trainer.optimizer.load_state_dict(self.optimizer_state)
-            trainer.rng.bit_generator.state = meta["rng"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{p}: optimiser or RNG state is not usable "
-                                  f"({_short(exc)})") from None
-        for name, arr in self.params.items():
-            net.params[name][...] = arr
-        trainer.perm = None if self.perm is None else self.perm.copy()
-        trainer.pos = int(meta["pos"])
-        trainer.iteration = self.iteration
-        trainer.losses = [float(v) for v in self.losses]
-        trainer.rl = [float(v) for v in self.rl]
-        trainer.seconds = float(meta.get("seconds", 0.0))
-        for key, records in meta.get("extra", {}).items():
-            if key in EXTRA_STATE and hasattr(trainer, key):
-                setattr(trainer, key, [tuple(r) if isinstance(r, list) else r for r in records])
+            trainer.load_state_dict(self.state_dict())
+        except ConvpropError as exc:
+            raise CheckpointError(f"{p}: {exc}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -210,7 +188,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         archive = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{p}: not a convprop checkpoint ({_short(exc)})") from None
+        raise CheckpointError(f"{p}: not a convprop checkpoint ({short_reason(exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise CheckpointError(f"{p}: not a convprop checkpoint (a bare .npy array)")
     with archive:
@@ -250,7 +228,7 @@ def _array(p: Path, archive, key: str) -> np.ndarray:
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{p}: array {key!r} is unreadable ({_short(exc)})") from None
+        raise CheckpointError(f"{p}: array {key!r} is unreadable ({short_reason(exc)})") from None
 
 
 _FIELDS = {"iteration": int, "total": int, "config": dict, "data": dict, "network": dict,
@@ -261,7 +239,7 @@ def _meta(p: Path, raw: np.ndarray) -> dict[str, Any]:
     try:
         meta = json.loads(str(raw[()]))
     except (ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{p}: metadata is not valid JSON ({_short(exc)})") from None
+        raise CheckpointError(f"{p}: metadata is not valid JSON ({short_reason(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{p}: not a convprop checkpoint (format {fmt!r})")
@@ -284,10 +262,6 @@ def _meta(p: Path, raw: np.ndarray) -> dict[str, Any]:
                               or every < 1):
         raise CheckpointError(f"{p}: checkpoint interval {every!r} is not a positive integer")
     return meta
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _plain(obj: Any) -> Any:

@@ -10,120 +10,34 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convprop.errors import ConvpropError
-from convprop.fileio import ensure_dir, write_csv, write_json
-from convprop.maths.activations import get_activation
-from convprop.maths.losses import get_loss
-from convprop.maths.network import DEFAULT_SPEC, INITS, Network, get_dtype, parse_spec
-from convprop.maths.optim import (
-    DEFAULT_BETAS,
-    DEFAULT_MOMENTUM,
-    check_learning_rate,
-    get_optimizer,
-)
+from convprop.errors import ConvpropError, short_reason
+from convprop.maths.network import Network
+from convprop.maths.optim import get_optimizer
 from convprop.training import diagnostics
+from convprop.training.config import TrainConfig
 
 RESULT_FILES = ("metrics.csv", "summary.json", "model.npz", "checkpoint.npz")
 STATUSES = ("completed", "diverged", "stalled")  # a finished run's; unfinished: "interrupted"
+CHANCE_FRACTION = 0.97  # test error >= this x a constant answer's error: "at chance level"
+RUNAWAY = 5.0  # a learned activation parameter beyond +-5 has run away (they start in [0, 1])
 
 
-@dataclass
-class TrainConfig:
-    """Every option of a training run (the flags of ``convprop train``)."""
-
-    spec: str = DEFAULT_SPEC
-    activation: str = "sigmoid"
-    lr: float = 1.0
-    batch_size: int = 50
-    epochs: int | None = None
-    iterations: int | None = None
-    seed: int = 0
-    dtype: str = "float32"
-    data: str | None = None
-    loss: str = "mse"
-    optimizer: str = "sgd"
-    init: str = "dlt"
-    # beyond the paper: optimiser settings and gradient-flow diagnostics (0 = off)
-    momentum: float = DEFAULT_MOMENTUM
-    betas: tuple[float, float] = DEFAULT_BETAS
-    diagnostics: int = 0
-
-    def validate(self) -> TrainConfig:
-        """Check each value; raise ConvpropError naming the first bad one."""
-        _check_types(self)
-        check_learning_rate(self.lr)
-        _positive_int("batch size", self.batch_size)
-        if self.epochs is not None and self.iterations is not None:
-            raise ConvpropError("give --epochs or --iterations, not both")
-        if self.epochs is not None:
-            _positive_int("epochs", self.epochs)
-        if self.iterations is not None:
-            _positive_int("iterations", self.iterations)
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ConvpropError(f"seed must be a non-negative integer, got {self.seed!r}")
-        get_dtype(self.dtype)
-        parse_spec(self.spec)
-        self.activation = get_activation(self.activation).name
-        get_loss(self.loss)
-        self.betas = tuple(self.betas)  # a list after a JSON round trip
-        get_optimizer(self.optimizer, self.lr, self.momentum, self.betas)
-        if isinstance(self.diagnostics, bool) or not isinstance(
-                self.diagnostics, (int, np.integer)) or self.diagnostics < 0:
-            raise ConvpropError(f"diagnostics interval must be an integer >= 0, got "
-                                f"{self.diagnostics!r}")
-        if self.init not in INITS:
-            raise ConvpropError(f"unknown init {self.init!r} (known: {', '.join(INITS)})")
-        return self
-
-    def total_iterations(self, n_train: int) -> int:
-        per_epoch = n_train // self.batch_size
-        if self.iterations is not None:
-            return self.iterations
-        return (self.epochs if self.epochs is not None else 1) * per_epoch
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConvpropError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-
-def _check_types(config: TrainConfig) -> None:
-    """Names must be strings (a config read from JSON can hold anything), the data source a
-    string or None, the learning rate a number and not a bool."""
-    from convprop.maths.activations import Activation
-
-    for name in ("spec", "activation", "dtype", "loss", "optimizer", "init"):
-        value = getattr(config, name)
-        if not isinstance(value, str) and not (name == "activation"
-                                               and isinstance(value, Activation)) \
-                and not (name == "dtype" and any(value is t for t in (np.float32, np.float64))):
-            raise ConvpropError(f"{name} must be a string, got {value!r}")
-    if config.data is not None and not isinstance(config.data, (str, os.PathLike)):
-        raise ConvpropError(f"data must be 'sample', 'mnist' or a directory, got "
-                            f"{config.data!r}")
-    if isinstance(config.lr, bool):
-        raise ConvpropError(f"learning rate must be a positive finite number, got {config.lr!r}")
-
-
-def _positive_int(what: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConvpropError(f"{what} must be a positive integer, got {value!r}")
+def to_float(images: np.ndarray, dtype: Any) -> np.ndarray:
+    """Pixels as ``dtype`` floats: uint8 images scaled to [0, 1] by ``x *= 1/255`` (the
+    one pixel conversion of training, evaluation and prediction); float images as given."""
+    x = np.asarray(images).astype(dtype)
+    if np.asarray(images).dtype == np.uint8:
+        x *= 1.0 / 255
+    return x
 
 
 @dataclass
@@ -222,10 +136,7 @@ class Trainer:
         return idx
 
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = self.images[idx].astype(self.net.dtype)
-        if self.images.dtype == np.uint8:
-            x *= 1.0 / 255
-        return x, self.labels[idx]
+        return to_float(self.images[idx], self.net.dtype), self.labels[idx]
 
     def step(self) -> float:
         """One iteration: forward, back-propagate, update.  Returns the batch loss; a
@@ -313,9 +224,102 @@ class Trainer:
                                    losses=np.asarray(self.losses))
             self.status = "stalled" if stalled else "completed"
             if self.status == "stalled":
-                self.message = ("the loss stayed flat near its starting value: the outputs "
-                                "saturated (try another learning rate or activation)")
+                self.message = self.what_happened()
         return self.result()
+
+    def baseline(self) -> float:
+        """The loss of the best constant output on this training set."""
+        p = np.bincount(self.labels, minlength=self.net.n_outputs) / len(self.labels)
+        return float(self.net.loss.constant_baseline(p))
+
+    def judge(self, test_error: float | None, chance_error: float) -> None:
+        """The rule of a run that learned nothing, whatever its curve did: a finished run
+        whose last batch losses (the last tenth, at least 10) are on average no better than
+        the best constant output *and* whose test error is at chance level
+        (>= ``CHANCE_FRACTION`` x the error of always answering the commonest test label)
+        is ``stalled``.  A slow starter whose test error is already below chance is not."""
+        if self.status != "completed" or test_error is None or not self.losses:
+            return
+        tail = np.asarray(self.losses[-max(10, len(self.losses) // 10):], dtype=float)
+        if tail.mean() >= self.baseline() and test_error >= CHANCE_FRACTION * chance_error:
+            self.status = "stalled"
+            self.message = self.what_happened(
+                f"test error {100 * test_error:.2f}% is at chance level "
+                f"({100 * chance_error:.2f}% for a constant answer)")
+
+    def what_happened(self, also: str = "") -> str:
+        """One line on how a run failed to learn: the loss rose, the outputs saturated
+        (every recent batch loss the same), a learned parameter ran away, or the loss
+        stayed near the level of a constant output."""
+        losses, rl = np.asarray(self.losses, dtype=float), np.asarray(self.rl, dtype=float)
+        parts = []
+        if len(rl) and rl[-1] > 1.05 * rl[0]:
+            parts.append(f"the smoothed loss rose from {rl[0]:.3g} to {rl[-1]:.3g}")
+        tail = losses[-max(1, len(losses) // 4):]
+        if len(tail) >= 10 and np.ptp(tail) < 1e-3 * max(abs(tail.mean()), 1e-12):
+            parts.append(f"every batch loss of the last quarter is {tail.mean():.4g}: the "
+                         f"outputs saturated and no longer depend on the input")
+        runaway = [(k, float(np.max(np.abs(v)))) for k, v in learned_params(self.net).items()
+                   if np.max(np.abs(v)) > RUNAWAY]
+        if runaway:
+            name, value = max(runaway, key=lambda kv: kv[1])
+            parts.append(f"the learned parameter {name} ran away to {value:.3g}")
+        if not parts:
+            parts.append(f"the smoothed loss stayed at {rl[-1]:.3g}, no better than a "
+                         f"constant output ({self.baseline():.3g})" if len(rl) else
+                         "no iteration ran")
+        return "; ".join(parts + [also] if also else parts) + (
+            " (try a smaller learning rate or another activation)")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state of the run (as the optimisers' ``state_dict``): parameters,
+        optimiser state, shuffling RNG, this epoch's permutation and position, iteration,
+        losses, seconds and recorded diagnostics.  Arrays are copies."""
+        return {"config": self.config.to_dict(), "iteration": self.iteration,
+                "total": self.total, "params": {k: np.array(v) for k, v in
+                                                self.net.params.items()},
+                "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "perm": None if self.perm is None else self.perm.copy(), "pos": self.pos,
+                "losses": np.asarray(self.losses, dtype=np.float64),
+                "rl": np.asarray(self.rl, dtype=np.float64), "seconds": self.elapsed,
+                "diagnostics": [list(r) for r in self.diagnostics]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (of :meth:`state_dict`, from a trainer of the same
+        config, network and data).  Raises ConvpropError when it does not fit."""
+        if TrainConfig.from_dict(dict(state["config"])).validate().to_dict() \
+                != self.config.to_dict():
+            raise ConvpropError("the state was saved with other training options than "
+                                "this run's")
+        params, net = state["params"], self.net
+        if list(params) != list(net.params):
+            raise ConvpropError(f"parameters {list(params)} do not fit the network "
+                                f"(expected {list(net.params)})")
+        for name, arr in params.items():
+            target = net.params[name]
+            if arr.shape != target.shape or arr.dtype != target.dtype:
+                raise ConvpropError(f"parameter {name} is {arr.dtype}{arr.shape}, the "
+                                    f"network needs {target.dtype}{target.shape}")
+        perm = state.get("perm")
+        if perm is not None and len(perm) != len(self.images):
+            raise ConvpropError(f"permutation of {len(perm)} images for a training set "
+                                f"of {len(self.images)}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.rng.bit_generator.state = state["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConvpropError(f"optimiser or RNG state is not usable "
+                                f"({short_reason(exc)})") from None
+        for name, arr in params.items():
+            net.params[name][...] = arr
+        self.perm = None if perm is None else np.array(perm)
+        self.pos = int(state["pos"])
+        self.iteration = int(state["iteration"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.rl = [float(v) for v in state["rl"]]
+        self.seconds = float(state.get("seconds", 0.0))
+        self.diagnostics = [tuple(r) for r in state.get("diagnostics", [])]
 
     def result(self) -> TrainResult:
         return TrainResult(self.status, self.iteration, np.asarray(self.losses, dtype=float),
@@ -328,7 +332,8 @@ def train(net: Network, images: np.ndarray, labels: np.ndarray, config: TrainCon
     """Train ``net`` in place on images (N, H, W) uint8 or floats in [0, 1] and int labels.
 
     Stops early with status ``diverged`` at the first non-finite loss; a run whose loss
-    stayed flat is marked ``stalled`` (see :func:`detect_stall`)."""
+    stopped moving at the level of a constant output is ``stalled`` (see
+    :func:`detect_stall`; :meth:`Trainer.judge` adds the test-error rule)."""
     return Trainer(net, images, labels, config).run(progress, callback)
 
 
@@ -351,10 +356,7 @@ def predict(net: Network, images: np.ndarray, chunk: int = 1000) -> np.ndarray:
     """Predicted labels, computed ``chunk`` images at a time (bounded memory)."""
     out = np.empty(len(images), dtype=np.int64)
     for i in range(0, len(images), chunk):
-        x = images[i : i + chunk].astype(net.dtype)
-        if images.dtype == np.uint8:
-            x *= 1.0 / 255
-        out[i : i + chunk] = net.forward(x).argmax(axis=1)
+        out[i : i + chunk] = net.forward(to_float(images[i : i + chunk], net.dtype)).argmax(axis=1)
     return out
 
 
@@ -363,135 +365,6 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n: int = 10) -> 
     m = np.zeros((n, n), dtype=np.int64)
     np.add.at(m, (labels, predicted), 1)
     return m
-
-
-def versions() -> dict[str, str]:
-    import convprop
-
-    return {"convprop": convprop.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
-def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
-                 dataset: Any = None, progress: bool = False,
-                 log: Callable[[str], None] | None = None, checkpoint_every: int | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """The ``convprop train`` job: load data, build, train, evaluate, and write
-    ``metrics.csv``, ``summary.json`` and ``model.npz`` into ``out_dir`` (atomically).
-    Returns the summary.
-
-    ``checkpoint_every=N`` writes ``out_dir/checkpoint.npz`` every N iterations; when
-    ``should_stop()`` turns true (e.g. a :class:`convprop.training.checkpoint.StopOnSignal`) the
-    run stops after the current iteration, writes a checkpoint, ``metrics.csv`` and a
-    summary with status ``interrupted`` (``model.npz`` then holds the parameters so far).
-    :func:`resume_training` continues it."""
-    from convprop.data.mnist import load_data
-
-    config.validate()
-    if checkpoint_every is not None:
-        _positive_int("checkpoint interval", checkpoint_every)
-    out = ensure_dir(out_dir, RESULT_FILES) if out_dir is not None else None
-    data = dataset if dataset is not None else load_data(config.data)
-    net = Network.from_spec(config.spec, activation=config.activation,
-                            input_shape=data.train_x.shape[1:], n_outputs=10,
-                            seed=config.seed, dtype=config.dtype, init=config.init,
-                            loss=config.loss)
-    trainer = Trainer(net, data.train_x, data.train_y, config)  # checks batch size vs data
-    if log:
-        log(f"data: {data.description}")
-    return _run_job(trainer, data, out, progress, log, checkpoint_every, should_stop)
-
-
-def resume_training(run_dir: str | os.PathLike, dataset: Any = None, progress: bool = False,
-                    log: Callable[[str], None] | None = None,
-                    checkpoint_every: int | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Continue the run whose folder ``run_dir`` holds a ``checkpoint.npz``, with the
-    config stored there, and finish it as :func:`run_training` would have: the result is
-    bit-for-bit that of the run left alone.  The data are loaded again from the stored
-    source (or pass ``dataset``) and must match the checkpoint's fingerprint.
-    ``checkpoint_every`` defaults to the stored interval.  Returns the summary."""
-    from convprop.data.mnist import load_data
-    from convprop.training.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(run_dir)
-    config = ckpt.config()
-    out = ensure_dir(run_dir, RESULT_FILES)
-    data = dataset if dataset is not None else load_data(ckpt.data_source)
-    net = Network(config.spec, config.activation, data.train_x.shape[1:], 10, config.dtype,
-                  config.loss)
-    trainer = Trainer(net, data.train_x, data.train_y, config)
-    ckpt.restore(trainer)
-    if log:
-        log(f"data: {data.description}")
-        log(f"resuming {out} at iteration {trainer.iteration} of {trainer.total}")
-    every = checkpoint_every if checkpoint_every is not None else ckpt.meta.get("every")
-    return _run_job(trainer, data, out, progress, log, every, should_stop)
-
-
-def _run_job(trainer: Trainer, data: Any, out: Path | None, progress: bool,
-             log: Callable[[str], None] | None, checkpoint_every: int | None,
-             should_stop: Callable[[], bool] | None) -> dict[str, Any]:
-    """Train (checkpointing as asked), evaluate, write the results; see run_training."""
-    from convprop.interop.model import save_model
-    from convprop.training.checkpoint import (
-        checkpoint_path,
-        data_fingerprint,
-        data_source,
-        save_checkpoint,
-    )
-
-    if checkpoint_every is not None:
-        _positive_int("checkpoint interval", checkpoint_every)
-    config, net = trainer.config, trainer.net
-    callback = None
-    if out is not None:
-        source = data_source(data)
-        fingerprint = data_fingerprint(trainer.images, trainer.labels)
-
-        def checkpoint(t: Trainer) -> None:
-            save_checkpoint(t, checkpoint_path(out), source, fingerprint,
-                            every=checkpoint_every)
-
-        if checkpoint_every is not None:
-            def callback(t: Trainer) -> None:
-                if t.iteration % checkpoint_every == 0 and not t.finished:
-                    checkpoint(t)
-    result = trainer.run(progress=progress, callback=callback, should_stop=should_stop)
-    test_error = None
-    if result.status in ("completed", "stalled"):
-        test_error = error_rate(net, data.test_x, data.test_y)
-    summary = {
-        "status": result.status,
-        "message": result.message,
-        "config": config.to_dict(),
-        "data": {"name": data.name, "description": data.description,
-                 "n_train": int(len(data.train_x)), "n_test": int(len(data.test_x))},
-        "iterations": result.iterations,
-        "final_loss": _finite_or_none(result.losses[-1]) if result.iterations else None,
-        "final_rL": _finite_or_none(result.final_rl),
-        "test_error": test_error,
-        "seconds": round(result.seconds, 4),
-        "images_per_second": round(result.iterations * config.batch_size
-                                   / max(result.seconds, 1e-9), 1),
-        "activation_params": learned_params(net),
-        "versions": versions(),
-    }
-    if out is not None:
-        if result.status == "interrupted":
-            checkpoint(trainer)
-            summary["message"] += f"; continue with `convprop train --resume {out}`"
-        write_csv(out / "metrics.csv", ["iteration", "loss", "rL"],
-                  ((i + 1, repr(float(a)), repr(float(b)))
-                   for i, (a, b) in enumerate(zip(result.losses, result.rl))))
-        save_model(net, out / "model.npz", config=config.to_dict(), summary=summary)
-        if config.diagnostics:
-            diagnostics.write_diagnostics(out / diagnostics.FILENAME, trainer.diagnostics)
-        write_json(out / "summary.json", summary)
-        if result.status != "interrupted":
-            checkpoint_path(out).unlink(missing_ok=True)  # finished: nothing to resume
-    summary["_network"] = net
-    return summary
 
 
 def learned_params(net: Network) -> dict[str, list[float]]:
