@@ -107,6 +107,7 @@ def test_data_fetch_failure_suggests_data_dir(tmp_path):
 
 def test_ray_executor_without_ray_fails_before_any_run_trains(tmp_path, monkeypatch):
     """The optional extra is checked up front: nothing is trained or written."""
+    from convprop.experiments import executors as ex_exec
     from convprop.experiments import runs as ex_runs
     from convprop.experiments import sweep as ex_sweep
 
@@ -114,7 +115,7 @@ def test_ray_executor_without_ray_fails_before_any_run_trains(tmp_path, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "ray" else real(name, *a))
     trained = []
-    monkeypatch.setattr(ex, "execute_run", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(ex_exec, "execute_run", lambda *a, **k: trained.append(a))
     runs = [ex_runs.Run(seed=0, iterations=5), ex_runs.Run(seed=1, iterations=5)]
     with pytest.raises(ConvpropError, match=r"--executor ray needs Ray: pip install"):
         ex_sweep.run_sweep(runs, tmp_path / "out", executor="ray")

@@ -156,13 +156,13 @@ def test_sweep_figure_title_names_the_fixed_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "rl_curves", lambda curves, path, title="": titles.append(title))
     runs = [ex_runs.Run(activation="tanh-linear:0.13", lr=lr, data="mnist", iterations=600, seed=s)
             for lr in (0.1, 0.5) for s in (0, 1)]
-    assert ex_runs.fixed_settings(runs) == ("tanh-linear:0.13, data mnist, 600 iterations, "
-                                       "batch 50, float32")
+    assert ex_runs.fixed_settings(runs) == ("tanh-linear:0.13, batch 50, 600 iterations, "
+                                         "float32, data mnist")
     ex_report.sweep_section(runs).figure(None, tmp_path, [])
     assert titles == ["Sweep: lr\ntanh-linear:0.13, data mnist, 600 iterations, batch 50, "
                       "float32"]
     other = [ex_runs.Run(activation=a, lr=0.1, data="sample", epochs=2) for a in ("relu", "tanh")]
-    assert ex_runs.fixed_settings(other) == "lr 0.1, data sample, 2 epochs, batch 50, float32"
+    assert ex_runs.fixed_settings(other) == "lr 0.1, batch 50, 2 epochs, float32, data sample"
 
 
 def test_feature_and_delta_maps_have_a_colour_scale(tmp_path, monkeypatch):
