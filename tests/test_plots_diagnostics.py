@@ -159,8 +159,8 @@ def test_sweep_figure_title_names_the_fixed_settings(tmp_path, monkeypatch):
     assert ex_runs.fixed_settings(runs) == ("tanh-linear:0.13, batch 50, 600 iterations, "
                                          "float32, data mnist")
     ex_report.sweep_section(runs).figure(None, tmp_path, [])
-    assert titles == ["Sweep: lr\ntanh-linear:0.13, data mnist, 600 iterations, batch 50, "
-                      "float32"]
+    assert titles == ["Sweep: lr\ntanh-linear:0.13, batch 50, 600 iterations, float32, "
+                      "data mnist"]
     other = [ex_runs.Run(activation=a, lr=0.1, data="sample", epochs=2) for a in ("relu", "tanh")]
     assert ex_runs.fixed_settings(other) == "lr 0.1, batch 50, 2 epochs, float32, data sample"
 
