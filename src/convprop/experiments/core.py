@@ -70,7 +70,7 @@ SUMMARY_COLUMNS = ("run", "activation", "lr", "batch_size", "spec", "seed", "ite
                    "dtype", "data", "final_rL", "test_error", "status", "diverged", "seconds")
 THREAD_ENV = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                     "VECLIB_MAXIMUM_THREADS")}
+                                     "VECLIB_MAXIMUM_THREADS", "CONVPROP_NUM_THREADS")}
 
 
 # --------------------------------------------------------------------------- runs
