@@ -25,6 +25,7 @@ import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from convprop.maths import kernels
 from convprop.maths.activations import ReLU
+from convprop.maths.layers import to_chwn, to_nchw
 from convprop.maths.network import Network
 from convprop.maths.optim import SGD
 
@@ -226,8 +227,9 @@ def test_max_pool_tie_gradient_matches_torch():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 3, (2, 3, 6, 6)).astype(np.float64)
     delta = rng.standard_normal((2, 3, 3, 3))
-    out, idx = kernels.max_pool_forward(a, 2)
-    dx = kernels.max_pool_backward(delta, idx, 2)
+    out, idx = kernels.max_pool_forward(to_chwn(a), 2)  # the CHWN kernels
+    dx = to_nchw(kernels.max_pool_backward(to_chwn(delta), idx, 2))
+    out = to_nchw(out)
     at = torch.tensor(a, requires_grad=True)
     ot = F.max_pool2d(at, 2)
     ot.backward(torch.tensor(delta))

@@ -10,10 +10,10 @@ Orientation: ``conv_forward`` computes a *cross-correlation* (as PyTorch's Conv2
 toolbox's ``convn`` is a true convolution with the kernel rotated by 180 degrees, so the
 two agree when the kernels are stored rotated.
 
-Compilation: the kernels compile lazily, only for the dtype and the activation a run
-uses (the activation code is a compile-time constant, ``numba.literally``), and are
-cached on disk; :func:`needs_compile` says whether a first call will compile and
-:func:`compile` does it up front.
+Compilation: the kernels compile lazily, only for the dtype a run uses, and are cached
+on disk; :func:`needs_compile` says whether a first call will compile and
+:func:`compile` does it up front.  No ``reshape`` inside numba code (its error
+formatting alone took seconds to compile): the Python wrappers pass (C, H, W·N) views.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import literally, njit, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 # =============================================================================== numba
@@ -191,26 +191,36 @@ def _activate(code, param, one, z, a):
         for t in range(z.shape[0]):
             a[t] = z[t] if z[t] >= zero else param * z[t]
     else:
-        a[:] = z
+        for t in range(z.shape[0]):  # loops, not a[:] = z: no shape-check code to compile
+            a[t] = z[t]
 
 
-@njit(**_FWD)
-def conv_forward(x, w, b, code, consts, s, z, a, p):
+def _rows(v: np.ndarray) -> np.ndarray:
+    """(C, H, W, N) -> the (C, H, W·N) view the kernels index (reshaping inside numba
+    would compile its error formatting: seconds of compile time)."""
+    return v.reshape(v.shape[0], v.shape[1], v.shape[2] * v.shape[3])
+
+
+def conv_forward(x, w, b, code, consts, s, z, a, p) -> None:
     """Valid cross-correlation, activation and mean-pooling in one pass (CHWN layout).
 
     x (C, H, W, N), w (O, C, k, k), b (O,); consts = [1, activation parameter, 1/s²]
     in the arrays' dtype.  Writes, each only if the array is non-empty:
     z = Σ_c x_c ⋆ w_oc + b_o and a = f(z), both (O, Ho, Wo, N), and
     p = the s x s block means of a, (O, Ho/s, Wo/s, N)."""
-    literally(code)  # one specialisation per activation: only its branch is compiled
-    n_out, k, nb = w.shape[0], w.shape[2], x.shape[3]
-    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    _conv_forward(_rows(x), x.shape[3], w, b, code, consts, s, _rows(z), _rows(a), _rows(p))
+
+
+@njit(**_FWD)
+def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
+    """:func:`conv_forward` on (C, H, W·N) rows."""
+    n_out, k = w.shape[0], w.shape[2]
+    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
     m = wo * nb
-    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    zbuf, ar = np.empty((2, m), x.dtype), np.empty(m, x.dtype)
+    zbuf, ar = np.empty((2, m), x3.dtype), np.empty(m, x3.dtype)
     keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
     if pool:
-        p3 = p.reshape(n_out, ho // s, (wo // s) * nb)
+        p3 = p
         p3[...] = 0
     step = 2 if k == 5 else 1  # 5x5: two output maps per pass over the input
     for o0 in range(0, n_out, step):
@@ -229,9 +239,13 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
                 zr = zbuf[o - o0]
                 _activate(code, consts[1], consts[0], zr, ar)
                 if keep_z:
-                    z[o, i].reshape(m)[:] = zr
+                    zo = z[o, i]
+                    for t in range(m):
+                        zo[t] = zr[t]
                 if keep_a:
-                    a[o, i].reshape(m)[:] = ar
+                    ao = a[o, i]
+                    for t in range(m):
+                        ao[t] = ar[t]
                 if pool:
                     prow, inv = p3[o, i // s], consts[2]
                     for j in range(wo):
@@ -304,24 +318,27 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
 
 
-@njit(**_BWD)
-def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
     dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
     them (either may be empty if f' does not read it).  Computes
     δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
     db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
-    literally(code)
-    n_out, n_in, k, nb = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
-    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
+                   dw, db, _rows(dx))
+
+
+@njit(**_BWD)
+def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
+    """:func:`conv_backward` on (C, H, W·N) rows."""
+    n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
+    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
     m = wo * nb
-    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    dp3 = dp.reshape(n_out, ho // s, (wo // s) * nb)
-    delta = np.empty((n_out, ho, m), x.dtype)
+    delta = np.empty((n_out, ho, m), x3.dtype)
     # z or a may be empty when f' does not need it (sigmoid needs only a, relu only z)
-    z3 = z.reshape(n_out, ho, m) if z.size > 0 else delta
-    a3 = a.reshape(n_out, ho, m) if a.size > 0 else delta
+    z3 = z if z.size > 0 else delta
+    a3 = a if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
     for o in range(n_out):
         for i in range(ho):
@@ -362,22 +379,23 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                                 h += drow[t] * r[t]
                             g += h
                         dw[o, c, u, v] = g
-    if dx.size == 0:
+    if dx3.size == 0:
         return
     # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
     # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
-    h, wd = dx.shape[1], dx.shape[2]
-    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x.dtype)
+    h, wd = dx3.shape[1], dx3.shape[2] // nb
+    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x3.dtype)
     for o in range(n_out):
         for i in range(ho):
-            pad[o, i + k - 1, (k - 1) * nb:(k - 1 + wo) * nb] = delta[o, i]
-    wt = np.empty((n_in, n_out, k, k), x.dtype)
+            prow, drow = pad[o, i + k - 1], delta[o, i]
+            for t in range(m):
+                prow[(k - 1) * nb + t] = drow[t]
+    wt = np.empty((n_in, n_out, k, k), x3.dtype)
     for o in range(n_out):
         for c in range(n_in):
             for u in range(k):
                 for v in range(k):
                     wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
-    dx3 = dx.reshape(n_in, h, wd * nb)
     step = 2 if k == 5 else 1
     for c in range(0, n_in, step):
         both = step == 2 and c + 1 < n_in
@@ -434,35 +452,29 @@ def max_pool_backward(delta: np.ndarray, idx: np.ndarray, s: int) -> np.ndarray:
 
 
 # ============================================================================ compiling
-def _specialisations(dtype: np.dtype, code: int) -> list[tuple[object, str]]:
-    """(kernel, text its signature contains) for the two entry points."""
-    lit = f"Literal[int]({int(code)})"
-    return [(conv_forward, lit), (conv_backward, lit)]
+def _has(signatures, dtype: np.dtype) -> bool:
+    want = f"array({np.dtype(dtype).name}, 3d"
+    return any(want in str(sig).lower() for sig in signatures)
 
 
-def _on_disk(kernel, lit: str, dtype: np.dtype) -> bool:
-    """Whether numba's on-disk cache holds ``kernel`` for this code and dtype (read from
-    the cache index; any failure to read it counts as 'not cached')."""
+def _on_disk(kernel, dtype: np.dtype) -> bool:
+    """Whether numba's on-disk cache holds ``kernel`` for this dtype (read from the
+    cache index; any failure to read it counts as 'not cached')."""
     try:
         index = kernel._cache._cache_file._load_index()  # numba internals, guarded
     except Exception:  # noqa: BLE001 - a missing or unreadable index: will compile
         return False
-    want = f"array({np.dtype(dtype).name}, 4d"
-    return any(lit in str(key[0]) and want in str(key[0]).lower() for key in index)
+    return _has([key[0] for key in index], dtype)
 
 
-def _in_memory(kernel, lit: str, dtype: np.dtype) -> bool:
-    want = f"array({np.dtype(dtype).name}, 4d"
-    return any(lit in str(sig) and want in str(sig).lower() for sig in kernel.signatures)
-
-
-def needs_compile(dtype, codes) -> bool:
-    """True when running activation ``codes`` (kernel codes, e.g. ``SIGMOID``) in
-    ``dtype`` will compile kernels, i.e. they are neither loaded in this process nor in
-    numba's on-disk cache (a first run, or a new numba/Python)."""
+def needs_compile(dtype, codes=()) -> bool:
+    """True when running the kernels in ``dtype`` will compile them, i.e. they are
+    neither loaded in this process nor in numba's on-disk cache (a first run, or a new
+    numba/Python).  Kernels compile per dtype; ``codes`` (the activation codes to run)
+    share one compilation."""
     dt = np.dtype(dtype)
-    return any(not (_in_memory(k, lit, dt) or _on_disk(k, lit, dt))
-               for code in set(codes) for k, lit in _specialisations(dt, code))
+    return any(not (_has(k.signatures, dt) or _on_disk(k, dt))
+               for k in (_conv_forward, _conv_backward))
 
 
 def compile(dtype, codes, progress=None) -> bool:  # noqa: A001 - the module's verb
@@ -471,7 +483,7 @@ def compile(dtype, codes, progress=None) -> bool:  # noqa: A001 - the module's v
     ``progress(message)`` is called first with "compiling kernels (first run only)".
     Returns whether it compiled."""
     dt = np.dtype(dtype)
-    will = needs_compile(dt, codes)
+    will = needs_compile(dt)
     if will and progress is not None:
         progress("compiling kernels (first run only)")
     x = np.zeros((1, 6, 6, 1), dt)
