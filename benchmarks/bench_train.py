@@ -111,7 +111,8 @@ def memory_check(ds, dtype: str, iterations: int, max_images: int, epochs: int =
     return after
 
 
-def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS) -> None:
+def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 256),
+          dtypes=DTYPES, thread_counts=(1, 2), ootb: bool = True) -> None:
     """Issue 13's table: microseconds per training image, convprop / torch, for each
     spec, batch 50 and 256, float32 and float64, 1 and 2 threads (the same count on both
     sides), then the out-of-the-box row (both libraries' default thread counts)."""
@@ -132,13 +133,14 @@ def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS) -> None:
         print(" | ".join(rows[-1]), flush=True)
 
     for spec in specs:
-        for batch in (50, 256):
-            for dtype in DTYPES:
-                for threads in (1, 2):
+        for batch in batches:
+            for dtype in dtypes:
+                for threads in thread_counts:
                     row(spec, batch, dtype, threads)
-    ootb = default_threads()
-    for dtype in DTYPES:
-        row(SPEC, 50, dtype, ootb, f"defaults ({ootb[0]} / {ootb[1]})")
+    if ootb:
+        both = default_threads()
+        for dtype in dtypes:
+            row(SPEC, 50, dtype, both, f"defaults ({both[0]} / {both[1]})")
     print("\nTraining, microseconds per image (median of alternating rounds):")
     print(table(["spec", "batch", "dtype", "threads", "convprop us/img", "torch us/img",
                  "speed-up (median)"], rows))
@@ -150,11 +152,18 @@ def main() -> None:
                    help="issue 13's table: 3 specs x batch 50/256 x float32/float64 x 1/2 "
                         "threads, and the out-of-the-box row")
     p.add_argument("--specs", default=",".join(SIZES_SPECS), help="specs for --sizes")
+    p.add_argument("--batches", default="50,256", help="batch sizes for --sizes")
+    p.add_argument("--dtypes", default=",".join(DTYPES), help="dtypes for --sizes")
+    p.add_argument("--threads", default="1,2", help="thread counts for --sizes")
+    p.add_argument("--no-defaults-row", action="store_true",
+                   help="--sizes without the out-of-the-box row")
     args = p.parse_args()
     if args.sizes:
         ds = data(args.data)
         print(f"machine: {machine()}\ndata: {ds.name}")
-        sizes(ds, args.quick, args.rounds, args.specs.split(","))
+        sizes(ds, args.quick, args.rounds, args.specs.split(","),
+              [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
+              [int(t) for t in args.threads.split(",")], not args.no_defaults_row)
         return
     iterations = 20 if args.quick else 100
     rounds = args.rounds or (5 if args.quick else 11)

@@ -11,7 +11,7 @@ import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import Activation, Sigmoid, get_activation
 from convprop.maths.layers import Conv, fused_code, to_chwn, to_nchw
 from convprop.maths.network import Network
@@ -61,7 +61,7 @@ def torch_reference(code, x, w, b, dp, s):
     return [v.detach().numpy() for v in (z, a, p, wt.grad, bt.grad, xt.grad)]
 
 
-def run_kernels(code, x, w, b, dp, s):
+def run_kernels(code, x, w, b, dp, s, path=kernels):
     dt = x.dtype
     xc = to_chwn(x)
     n_out, k = w.shape[0], w.shape[2]
@@ -70,9 +70,9 @@ def run_kernels(code, x, w, b, dp, s):
     z, a = np.empty((n_out, ho, wo, n), dt), np.empty((n_out, ho, wo, n), dt)
     p = np.empty((n_out, ho // s, wo // s, n), dt)
     consts = np.array([1.0, PARAM.get(code, 0.0), 1.0 / (s * s)], dt)
-    kernels.conv_forward(xc, w, b, code, consts, s, z, a, p)
+    path.conv_forward(xc, w, b, code, consts, s, z, a, p)
     dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(xc)
-    kernels.conv_backward(xc, w, to_chwn(dp), code, consts, s, z, a, dw, db, dx)
+    path.conv_backward(xc, w, to_chwn(dp), code, consts, s, z, a, dw, db, dx)
     return to_nchw(z), to_nchw(a), to_nchw(p), dw, db, to_nchw(dx)
 
 
@@ -80,12 +80,14 @@ def run_kernels(code, x, w, b, dp, s):
 @pytest.mark.parametrize("n", [1, 7])
 @pytest.mark.parametrize("s", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_fused_conv_kernels_match_torch(k, s, n, dtype):
+@pytest.mark.parametrize("path", [kernels, kernels_gemm], ids=["direct", "gemm"])
+def test_fused_conv_kernels_match_torch(path, k, s, n, dtype):
     """conv_forward (z, f(z), mean-pool) and conv_backward (dW, db, dx) equal PyTorch
-    autograd for every fused activation, kernel sizes 1-5, pool scales 1-3, batch 1 and 7."""
+    autograd for every fused activation, kernel sizes 1-5, pool scales 1-3, batch 1 and 7,
+    on both paths (direct kernels, im2col + GEMM)."""
     x, w, b, dp = case(k, s, n, dtype, seed=10 * k + s)
     for code, (name, _) in FUSED.items():
-        got = run_kernels(code, x, w, b, dp, s)
+        got = run_kernels(code, x, w, b, dp, s, path)
         want = torch_reference(code, x, w, b, dp, s)
         for what, g, r in zip(["z", "a", "p", "dw", "db", "dx"], got, want):
             assert g.dtype == np.dtype(dtype)
@@ -288,14 +290,15 @@ def test_threaded_inference_gives_the_same_outputs():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("spec,n", [("6c5-2s-12c5-2s", 50), ("4c5-2m-6c3-2s", 77),
-                                    ("3c3-2s", 256)])
+                                    ("3c3-2s", 256), ("20c5-2s-50c5-2s", 40)])
 def test_training_results_do_not_depend_on_the_thread_count(spec, n, dtype):
     """loss_and_grads with 1, 2 and 3 threads: bit-identical loss and gradients (the
     batch's parts depend on its size only), and equal to one whole-batch pass up to
-    rounding."""
+    rounding.  20c5-2s-50c5-2s's conv2 runs the im2col + GEMM path."""
     from convprop.maths.network import get_num_threads, set_num_threads
 
     net = Network.from_spec(spec, dtype=dtype, seed=4)
+    assert net.layers[2].gemm == spec.startswith("20c5")
     rng = np.random.default_rng(7)
     x, y = rng.uniform(0, 1, (n, 28, 28)), rng.integers(0, 10, n)
     before = get_num_threads()

@@ -256,15 +256,15 @@ def _tied_blocks(a: np.ndarray, s: int) -> int:
 def test_batch_has_max_pool_ties(kind):
     """The real-digit and quantised batches put exact ties into conv1's max-pool blocks."""
     net, x, _ = make_case("6c5-2m-12c5-2m", "sigmoid", kind)
-    a1, _ = net.layers[0].forward(net._inputs(x))
-    assert _tied_blocks(a1, 2) > 100
+    a1, _ = net.layers[0].forward(to_chwn(net._inputs(x)))
+    assert _tied_blocks(to_nchw(a1), 2) > 100
 
 
 def _last_max_pool_forward(a, s):
-    """max_pool_forward with ties sent to the *last* unit: a wrong convention."""
-    n, c, h, w = a.shape
-    blocks = a.reshape(n, c, h // s, s, w // s, s).transpose(0, 1, 2, 4, 3, 5)
-    blocks = blocks.reshape(n, c, h // s, w // s, s * s)
+    """max_pool_forward (CHWN) with ties sent to the *last* unit: a wrong convention."""
+    c, h, w, n = a.shape
+    blocks = a.reshape(c, h // s, s, w // s, s, n).transpose(0, 1, 3, 5, 2, 4)
+    blocks = blocks.reshape(c, h // s, w // s, n, s * s)
     idx = s * s - 1 - blocks[..., ::-1].argmax(axis=4)
     return np.take_along_axis(blocks, idx[..., None], axis=4)[..., 0], idx
 

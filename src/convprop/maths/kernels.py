@@ -318,25 +318,11 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
 
 
-def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
-    """The backward pass of :func:`conv_forward` (CHWN layout).
-
-    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
-    them (either may be empty if f' does not read it).  Computes
-    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
-    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
-    _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
-                   dw, db, _rows(dx))
-
-
 @njit(**_BWD)
-def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
-    """:func:`conv_backward` on (C, H, W·N) rows."""
-    n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
-    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
-    m = wo * nb
-    delta = np.empty((n_out, ho, m), x3.dtype)
-    # z or a may be empty when f' does not need it (sigmoid needs only a, relu only z)
+def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
+    """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o]; rows of
+    (C, H, W·N) arrays.  z or a may be empty when f' does not read it."""
+    n_out, ho, m = delta.shape
     z3 = z if z.size > 0 else delta
     a3 = a if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
@@ -359,6 +345,28 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
                 part += drow[t]
             total += part
         db[o] = total
+
+
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
+    """The backward pass of :func:`conv_forward` (CHWN layout).
+
+    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
+    them (either may be empty if f' does not read it).  Computes
+    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
+    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
+                   dw, db, _rows(dx))
+
+
+@njit(**_BWD)
+def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
+    """:func:`conv_backward` on (C, H, W·N) rows."""
+    n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
+    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
+    m = wo * nb
+    delta = np.empty((n_out, ho, m), x3.dtype)
+    _delta(dp3, nb, wo, code, consts, s, z, a, delta, db)
+    one = consts[0]
     step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
     for o in range(0, n_out, step):
         both = step == 2 and o + 1 < n_out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import (
     Activation,
     Identity,
@@ -83,6 +83,10 @@ class Conv:
         self.in_maps, self.out_maps, self.k = in_maps, out_maps, k
         self.activation = activation
         self.activation.map_axis = 0  # learnable activations: z is CHWN, maps on axis 0
+        # direct kernels, or im2col + GEMM for a wide layer (a fixed rule: kernels_gemm)
+        self.gemm = kernels_gemm.use_gemm(in_maps, out_maps, k)
+        path = kernels_gemm if self.gemm else kernels
+        self._conv_forward, self._conv_backward = path.conv_forward, path.conv_backward
         self.params = {
             "weight": np.zeros((out_maps, in_maps, k, k), dtype=dtype),
             "bias": np.zeros(out_maps, dtype=dtype),
@@ -116,10 +120,10 @@ class Conv:
             z = np.empty((n_out, ho, wo, n), dt) if keep_z else empty
             a = np.empty((n_out, ho, wo, n), dt) if keep_a else empty
             p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty
-            kernels.conv_forward(x, w, b, code, consts, pool, z, a, p)
+            self._conv_forward(x, w, b, code, consts, pool, z, a, p)
         else:  # generic activation: the kernel gives z, the activation object f(z)
             z = np.empty((n_out, ho, wo, n), dt)
-            kernels.conv_forward(x, w, b, code, consts, pool, empty, z, empty)
+            self._conv_forward(x, w, b, code, consts, pool, empty, z, empty)
             a = self.activation(z)
             p = kernels.mean_pool_forward(a, pool) if pool > 1 else empty
         out = p if pool > 1 else a
@@ -147,12 +151,12 @@ class Conv:
         extra = {}
         if fused is not None:
             consts = np.array([1.0, fused[1], 1.0 / (pool * pool)], dtype=x.dtype)
-            kernels.conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
+            self._conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
         else:
             da = kernels.mean_pool_backward(dout, pool) if pool > 1 else dout
             delta = np.ascontiguousarray(da * self.activation.derivative(z, a), dtype=x.dtype)
             consts = np.array([1.0, 0.0, 1.0], dtype=x.dtype)
-            kernels.conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
+            self._conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
             if getattr(self.activation, "params", None):
                 extra = self.activation.param_grads(z, a, da, 0)
         return (dx if need_dx else None), {"weight": dw, "bias": db, **extra}

@@ -8,8 +8,9 @@ each part.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,40 @@ def _env_threads() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else available_cores()
 
 
+def _blas_libraries() -> list[Any]:
+    """threadpoolctl's controllers of the loaded BLAS libraries (found once)."""
+    if _THREADS.get("blas") is None:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADS["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _THREADS["blas"]
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside: a threaded GEMM may sum in another order (different
+    bits) and would oversubscribe the cores our own threads use.  Restored after."""
+    libs = _blas_libraries()
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
+
+
 def parallel_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
     """[fn(i) for i in items], on the thread pool when there are threads to use; the
-    result order is that of ``items`` either way."""
-    if _THREADS["n"] == 1 or len(items) < 2:
-        return [fn(i) for i in items]
-    if _THREADS["pool"] is None:
-        _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
-    return list(_THREADS["pool"].map(fn, items))
+    result order is that of ``items`` either way.  BLAS runs single-threaded inside
+    (:func:`single_threaded_blas`): the same bits whatever the thread counts."""
+    with single_threaded_blas():
+        if _THREADS["n"] == 1 or len(items) < 2:
+            return [fn(i) for i in items]
+        if _THREADS["pool"] is None:
+            _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
+        return list(_THREADS["pool"].map(fn, items))
 
 
 def batch_parts(n: int, part: int) -> list[int]:
