@@ -298,7 +298,7 @@ def test_training_results_do_not_depend_on_the_thread_count(spec, n, dtype):
     from convprop.maths.network import get_num_threads, set_num_threads
 
     net = Network.from_spec(spec, dtype=dtype, seed=4)
-    assert net.layers[2].gemm == spec.startswith("20c5")
+    assert getattr(net.layers[2], "gemm", False) == spec.startswith("20c5")
     rng = np.random.default_rng(7)
     x, y = rng.uniform(0, 1, (n, 28, 28)), rng.integers(0, 10, n)
     before = get_num_threads()
