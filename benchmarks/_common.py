@@ -35,6 +35,7 @@ from convprop.data.mnist import images_to_float, load_data, mnist_in_cache  # no
 
 torch.set_num_threads(THREADS)
 SPEC = "6c5-2s-12c5-2s"
+SIZES_SPECS = ("6c5-2s-12c5-2s", "20c5-2s-50c5-2s", "32c5-2s-64c5-2s")  # issue 13's table
 DTYPES = ("float32", "float64")
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,6 +48,24 @@ def parser(description: str) -> argparse.ArgumentParser:
                         "(default: the MNIST cache if present, else the bundled sample)")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds")
     return p
+
+
+def use_threads(n: int) -> None:
+    """The same thread count everywhere: convprop's parts, numpy's BLAS, torch."""
+    from threadpoolctl import threadpool_limits
+
+    from convprop import set_num_threads
+
+    set_num_threads(n)
+    torch.set_num_threads(n)
+    threadpool_limits(n, user_api="blas")
+
+
+def default_threads() -> tuple[int, int]:
+    """(convprop's, torch's) thread count out of the box: every available core each."""
+    from convprop.maths.parallel import available_cores
+
+    return available_cores(), os.cpu_count() or 1
 
 
 def machine() -> str:

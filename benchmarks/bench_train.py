@@ -8,6 +8,7 @@ alternating rounds of torch time / convprop time), a batch-size scaling table, a
 check, and finally ``speedup_vs_torch float32=<x> float64=<y>``.
 
     python benchmarks/bench_train.py --quick      # about half a minute (with compilation)
+    python benchmarks/bench_train.py --sizes      # issue 13's table (--quick: shorter)
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import tracemalloc
 
 from _common import (
     DTYPES,
+    SIZES_SPECS,
     SPEC,
     Network,
     alternate,
     as_float,
     data,
+    default_threads,
     flops_per_image,
     machine,
     median_ratio,
@@ -32,6 +35,7 @@ from _common import (
     table,
     torch,
     torch_twin,
+    use_threads,
 )
 
 PEAK_GFLOPS = {"float32": 319.0, "float64": 162.0}  # issue 3: GEMM peak, this machine type
@@ -39,11 +43,11 @@ LR = 1.0
 
 
 def runners(dtype: str, images, labels, batch: int, iterations: int,
-            max_images: int = 60_000):
+            max_images: int = 60_000, spec: str = SPEC):
     """(convprop run, torch run): each trains ``iterations`` steps on consecutive batches
     of a fixed shuffled copy of (at most ``max_images`` of) the data and returns its
     elapsed seconds."""
-    net = Network.from_spec(SPEC, activation="sigmoid", seed=0, dtype=dtype)
+    net = Network.from_spec(spec, activation="sigmoid", seed=0, dtype=dtype)
     model = torch_twin(net)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     rng = np.random.default_rng(0)
@@ -81,8 +85,9 @@ def runners(dtype: str, images, labels, batch: int, iterations: int,
     return net, run_convprop, run_torch
 
 
-def speed(ds, dtype, batch, iterations, rounds, max_images):
-    net, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, iterations, max_images)
+def speed(ds, dtype, batch, iterations, rounds, max_images, spec=SPEC):
+    net, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, iterations, max_images,
+                                spec)
     alternate(run_c, run_t, 2)  # warm-up: numba compiles (or loads its cache), torch allocs
     tc, tt = alternate(run_c, run_t, rounds)
     return net, statistics.median(tc) / iterations, statistics.median(tt) / iterations, \
@@ -106,8 +111,60 @@ def memory_check(ds, dtype: str, iterations: int, max_images: int, epochs: int =
     return after
 
 
+def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 256),
+          dtypes=DTYPES, thread_counts=(1, 2), ootb: bool = True) -> None:
+    """Issue 13's table: microseconds per training image, convprop / torch, for each
+    spec, batch 50 and 256, float32 and float64, 1 and 2 threads (the same count on both
+    sides), then the out-of-the-box row (both libraries' default thread counts)."""
+    rounds = rounds or (5 if quick else 9)
+    images = 800 if quick else 3200  # per timed run and implementation
+    rows = []
+
+    def row(spec, batch, dtype, threads, label=None):
+        if isinstance(threads, tuple):  # out of the box: each library's own default
+            use_threads(threads[0])
+            torch.set_num_threads(threads[1])
+        else:
+            use_threads(threads)
+        its = max(2, images // batch)
+        _, c, t, ratio = speed(ds, dtype, batch, its, rounds, 5_000, spec)
+        rows.append([spec, str(batch), dtype, label or str(threads), f"{1e6 * c / batch:.1f}",
+                     f"{1e6 * t / batch:.1f}", f"{ratio:.2f}x"])
+        print(" | ".join(rows[-1]), flush=True)
+
+    for spec in specs:
+        for batch in batches:
+            for dtype in dtypes:
+                for threads in thread_counts:
+                    row(spec, batch, dtype, threads)
+    if ootb:
+        both = default_threads()
+        for dtype in dtypes:
+            row(SPEC, 50, dtype, both, f"defaults ({both[0]} / {both[1]})")
+    print("\nTraining, microseconds per image (median of alternating rounds):")
+    print(table(["spec", "batch", "dtype", "threads", "convprop us/img", "torch us/img",
+                 "speed-up (median)"], rows))
+
+
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", action="store_true",
+                   help="issue 13's table: 3 specs x batch 50/256 x float32/float64 x 1/2 "
+                        "threads, and the out-of-the-box row")
+    p.add_argument("--specs", default=",".join(SIZES_SPECS), help="specs for --sizes")
+    p.add_argument("--batches", default="50,256", help="batch sizes for --sizes")
+    p.add_argument("--dtypes", default=",".join(DTYPES), help="dtypes for --sizes")
+    p.add_argument("--threads", default="1,2", help="thread counts for --sizes")
+    p.add_argument("--no-defaults-row", action="store_true",
+                   help="--sizes without the out-of-the-box row")
+    args = p.parse_args()
+    if args.sizes:
+        ds = data(args.data)
+        print(f"machine: {machine()}\ndata: {ds.name}")
+        sizes(ds, args.quick, args.rounds, args.specs.split(","),
+              [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
+              [int(t) for t in args.threads.split(",")], not args.no_defaults_row)
+        return
     iterations = 20 if args.quick else 100
     rounds = args.rounds or (5 if args.quick else 11)
     max_images = 5_000 if args.quick else 60_000

@@ -19,8 +19,9 @@ from conftest import numerical_gradient
 from convprop.errors import ConvpropError, SpecError
 from convprop.maths import kernels
 from convprop.maths.activations import Activation, get_activation
-from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool
+from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, to_chwn
 from convprop.maths.network import Network, parse_spec
+from reference import col2im, conv2d_forward, im2col
 
 ACTIVATIONS = [
     "sigmoid", "tanh", "tanh-linear:0.13", "tanh-linear:0", "relu", "leaky-relu:0.05",
@@ -123,8 +124,10 @@ def _conv(rng, in_maps, out_maps, k, act):
 
 
 def _layer_grad_check(layer, x, wrt):
-    """(analytic, numeric) gradient of sum(forward(x) * upstream) w.r.t. x or a param."""
+    """(analytic, numeric) gradient of sum(forward(x) * upstream) w.r.t. x or a param;
+    x is given (N, C, H, W) and handed to the layer in its CHWN layout."""
     rng = np.random.default_rng(7)
+    x = to_chwn(x)
     out, cache = layer.forward(x)
     upstream = rng.standard_normal(out.shape)
     dx, grads = layer.backward(upstream, cache)
@@ -157,8 +160,8 @@ def test_mean_pool_backward_matches_finite_differences(s):
 @pytest.mark.parametrize("s", [2, 3])
 def test_mean_pool_backward_divides_by_s_squared(s):
     """A unit error in a pooled map becomes 1/s² at each of the s² pixels of its block."""
-    up = MeanPool(s).backward(np.ones((1, 1, 2, 2)), None)[0]
-    np.testing.assert_array_equal(up, np.full((1, 1, 2 * s, 2 * s), 1.0 / (s * s)))
+    up = MeanPool(s).backward(np.ones((1, 2, 2, 1)), None)[0]  # CHWN
+    np.testing.assert_array_equal(up, np.full((1, 2 * s, 2 * s, 1), 1.0 / (s * s)))
 
 
 def _distinct_values(rng, shape):
@@ -179,11 +182,11 @@ def test_max_pool_backward_matches_finite_differences(s):
 def test_max_pool_tie_goes_to_first_unit_in_row_major_order(s):
     """In an all-equal block the whole error goes to the block's top-left unit."""
     pool = MaxPool(s)
-    _, idx = pool.forward(np.zeros((1, 1, 2 * s, 2 * s)))
-    up = pool.backward(np.ones((1, 1, 2, 2)), idx)[0]
+    _, idx = pool.forward(np.zeros((1, 2 * s, 2 * s, 1)))  # CHWN
+    up = pool.backward(np.ones((1, 2, 2, 1)), idx)[0]
     want = np.zeros((2 * s, 2 * s))
     want[::s, ::s] = 1
-    np.testing.assert_array_equal(up[0, 0], want)
+    np.testing.assert_array_equal(up[0, :, :, 0], want)
 
 
 @pytest.mark.parametrize("wrt", ["x", "weight", "bias"])
@@ -205,10 +208,10 @@ def test_col2im_is_the_adjoint_of_im2col(k):
     """<im2col(x), y> == <x, col2im(y)> for random x and y."""
     rng = np.random.default_rng(k)
     x = rng.standard_normal((2, 3, 6, 7))
-    cols = kernels.im2col(x, k)
+    cols = im2col(x, k)
     y = rng.standard_normal(cols.shape)
     lhs = np.vdot(cols, y)
-    rhs = np.vdot(x, kernels.col2im(y, x.shape, k))
+    rhs = np.vdot(x, col2im(y, x.shape, k))
     assert abs(lhs - rhs) <= 1e-12 * abs(lhs), (lhs, rhs)
 
 
@@ -238,28 +241,35 @@ def test_literal_full_convolution_matches_scipy():
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_conv_backward_dx_is_equation_12(k):
-    """dx = Σ_j δ_j *full* rot180(K_ij), the paper's (12), with K the toolbox kernel
-    (stored rotated: K_ij = rot180(w[j, i]))."""
+    """dx of ``kernels.conv_backward`` (the kernel the network runs) is
+    Σ_j δ_j *full* rot180(K_ij), the paper's (12), with K the toolbox kernel (stored
+    rotated: K_ij = rot180(w[j, i])); identity activation, no pooling, so δ = dL/da."""
     rng = np.random.default_rng(k)
     x = rng.standard_normal((2, 3, 7, 9))
     w = rng.standard_normal((4, 3, k, k))
-    _, cols = kernels.conv2d_forward(x, w, np.zeros(4))
     delta = rng.standard_normal((2, 4, 7 - k + 1, 9 - k + 1))
-    dx, _, _ = kernels.conv2d_backward(delta, cols, w, x.shape)
+    xc = to_chwn(x)
+    z, a = np.empty((4, 7 - k + 1, 9 - k + 1, 2)), np.empty((4, 7 - k + 1, 9 - k + 1, 2))
+    consts = np.array([1.0, 0.0, 1.0])
+    kernels.conv_forward(xc, w, np.zeros(4), kernels.IDENTITY, consts, 1, z, a, np.empty((0,) * 4))
+    dw, db, dx = np.empty_like(w), np.empty(4), np.empty_like(xc)
+    kernels.conv_backward(xc, w, to_chwn(delta), kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
     want = np.zeros_like(x)
     for n in range(2):
         for i in range(3):
             for j in range(4):
                 toolbox_kernel = rot180(w[j, i])
                 want[n, i] += convn_full(delta[n, j], rot180(toolbox_kernel))
-    np.testing.assert_allclose(dx, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.moveaxis(dx, -1, 0), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.moveaxis(z, -1, 0), conv2d_forward(x, w, np.zeros(4))[0],
+                               rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------- repeatability
 def _layers_with_inputs():
     rng = np.random.default_rng(0)
-    return {
-        "conv": (_conv(rng, 2, 3, 3, "tanh-linear:0.13"), rng.standard_normal((2, 2, 6, 6))),
+    return {  # inputs in the layers' CHWN layout
+        "conv": (_conv(rng, 2, 3, 3, "tanh-linear:0.13"), rng.standard_normal((2, 6, 6, 2))),
         "mean-pool": (MeanPool(2), rng.standard_normal((2, 2, 6, 6))),
         "max-pool": (MaxPool(2), _distinct_values(rng, (2, 2, 6, 6))),
         "dense": (Dense(8, 3, get_activation("sigmoid"), np.dtype("float64")),

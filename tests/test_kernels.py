@@ -11,10 +11,11 @@ import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import Activation, Sigmoid, get_activation
 from convprop.maths.layers import Conv, fused_code, to_chwn, to_nchw
 from convprop.maths.network import Network
+from reference import conv2d_backward, conv2d_forward
 
 F = torch.nn.functional
 
@@ -60,7 +61,7 @@ def torch_reference(code, x, w, b, dp, s):
     return [v.detach().numpy() for v in (z, a, p, wt.grad, bt.grad, xt.grad)]
 
 
-def run_kernels(code, x, w, b, dp, s):
+def run_kernels(code, x, w, b, dp, s, path=kernels):
     dt = x.dtype
     xc = to_chwn(x)
     n_out, k = w.shape[0], w.shape[2]
@@ -69,9 +70,9 @@ def run_kernels(code, x, w, b, dp, s):
     z, a = np.empty((n_out, ho, wo, n), dt), np.empty((n_out, ho, wo, n), dt)
     p = np.empty((n_out, ho // s, wo // s, n), dt)
     consts = np.array([1.0, PARAM.get(code, 0.0), 1.0 / (s * s)], dt)
-    kernels.conv_forward(xc, w, b, code, consts, s, z, a, p)
+    path.conv_forward(xc, w, b, code, consts, s, z, a, p)
     dw, db, dx = np.empty_like(w), np.empty_like(b), np.empty_like(xc)
-    kernels.conv_backward(xc, w, to_chwn(dp), code, consts, s, z, a, dw, db, dx)
+    path.conv_backward(xc, w, to_chwn(dp), code, consts, s, z, a, dw, db, dx)
     return to_nchw(z), to_nchw(a), to_nchw(p), dw, db, to_nchw(dx)
 
 
@@ -79,16 +80,31 @@ def run_kernels(code, x, w, b, dp, s):
 @pytest.mark.parametrize("n", [1, 7])
 @pytest.mark.parametrize("s", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_fused_conv_kernels_match_torch(k, s, n, dtype):
+@pytest.mark.parametrize("path", [kernels, kernels_gemm], ids=["direct", "gemm"])
+def test_fused_conv_kernels_match_torch(path, k, s, n, dtype):
     """conv_forward (z, f(z), mean-pool) and conv_backward (dW, db, dx) equal PyTorch
-    autograd for every fused activation, kernel sizes 1-5, pool scales 1-3, batch 1 and 7."""
+    autograd for every fused activation, kernel sizes 1-5, pool scales 1-3, batch 1 and 7,
+    on both paths (direct kernels, im2col + GEMM)."""
     x, w, b, dp = case(k, s, n, dtype, seed=10 * k + s)
     for code, (name, _) in FUSED.items():
-        got = run_kernels(code, x, w, b, dp, s)
+        got = run_kernels(code, x, w, b, dp, s, path)
         want = torch_reference(code, x, w, b, dp, s)
         for what, g, r in zip(["z", "a", "p", "dw", "db", "dx"], got, want):
             assert g.dtype == np.dtype(dtype)
             close(g, r, dtype, f"{name} k={k} s={s} n={n} {what}")
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_kernels_equal_the_im2col_reference(k):
+    """conv_forward / conv_backward (identity, no pooling) equal the readable im2col +
+    matrix-product reference of tests/reference.py, float64."""
+    x, w, b, dp = case(k, 1, 3, "float64", seed=k)
+    z, _, _, dw, db, dx = run_kernels(kernels.IDENTITY, x, w, b, dp, 1)
+    z_ref, cols = conv2d_forward(x, w, b)
+    dx_ref, dw_ref, db_ref = conv2d_backward(dp, cols, w, x.shape)
+    for what, got, want in [("z", z, z_ref), ("dw", dw, dw_ref), ("db", db, db_ref),
+                            ("dx", dx, dx_ref)]:
+        close(got, want, "float64", f"k={k} {what}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -201,7 +217,7 @@ def test_learnable_activation_params_belong_to_the_conv_layer():
     """The layer's params include the activation's; backward returns their gradient."""
     layer = Conv(2, 3, 3, ScaledSigmoid(3), np.dtype("float64"))
     assert list(layer.params) == ["weight", "bias", "scale"]
-    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5))
+    x = np.random.default_rng(0).standard_normal((2, 5, 5, 2))  # CHWN
     out, cache = layer.forward(x)
     _, grads = layer.backward(np.ones_like(out), cache)
     assert grads["scale"].shape == (3,)
@@ -214,7 +230,7 @@ def test_generic_conv_path_matches_finite_differences(wrt):
     layer = Conv(2, 3, 3, ScaledSigmoid(3), np.dtype("float64"))
     layer.params["weight"][...] = rng.uniform(-0.5, 0.5, layer.params["weight"].shape)
     layer.params["bias"][...] = rng.uniform(-0.5, 0.5, 3)
-    x = rng.standard_normal((2, 2, 6, 7))
+    x = rng.standard_normal((2, 6, 7, 2))  # CHWN
     out, cache = layer.forward(x)
     up = rng.standard_normal(out.shape)
     dx, grads = layer.backward(up, cache)
@@ -240,17 +256,19 @@ def test_generic_path_with_fused_pooling_in_a_network_matches_finite_differences
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "relu", "identity", "tanh-linear:0.13"])
-def test_public_conv_forward_cache_keeps_z_and_a(name):
-    """The (N, C, H, W) API's cache holds z and a = f(z) (CHWN) whatever f' needs, so
-    diagnostics can evaluate f'(z); the network's fast path keeps only what f' reads."""
+def test_full_cache_keeps_z_and_a(name):
+    """``forward(full_cache=True)`` (what trace uses) keeps z and a = f(z) whatever f'
+    needs, so diagnostics can evaluate f'(z); the network's fused path keeps only what f'
+    reads."""
     layer = Conv(2, 3, 3, get_activation(name), np.dtype("float64"))
     layer.params["weight"][...] = 0.1
-    x = np.random.default_rng(0).standard_normal((4, 2, 6, 6))
-    a, (_, _, z, a_chwn) = layer.forward(x)
-    assert z.shape == a_chwn.shape == (3, 4, 4, 4)
-    np.testing.assert_allclose(to_nchw(layer.activation(z)), a, atol=1e-15)
-    _, (_, _, z_fast, a_fast) = layer.fast_forward(to_chwn(x), pool=2)
-    assert z_fast.size + a_fast.size > 0
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 4))
+    a, (_, _, z, a_kept) = layer.forward(x, full_cache=True)
+    assert z.shape == a_kept.shape == a.shape == (3, 4, 4, 4)
+    np.testing.assert_allclose(layer.activation(z), a, atol=1e-15)
+    _, (_, _, z_fast, a_fast) = layer.forward(x, pool=2)
+    kept = 2 if name.startswith("tanh-linear") else 1  # tanh-linear's f' reads z and a
+    assert z_fast.size + a_fast.size == kept * z.size
 
 
 def test_threaded_inference_gives_the_same_outputs():
@@ -270,24 +288,44 @@ def test_threaded_inference_gives_the_same_outputs():
     np.testing.assert_array_equal(one, two)
 
 
-def test_threaded_training_is_deterministic_and_equals_one_thread():
-    """loss_and_grads with 2 threads (two half-batches): the same bits twice, and the
-    one-thread loss and gradients up to rounding."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("spec,n", [("6c5-2s-12c5-2s", 50), ("4c5-2m-6c3-2s", 77),
+                                    ("3c3-2s", 256), ("20c5-2s-50c5-2s", 40)])
+def test_training_results_do_not_depend_on_the_thread_count(spec, n, dtype):
+    """loss_and_grads with 1, 2 and 3 threads: bit-identical loss and gradients (the
+    batch's parts depend on its size only), and equal to one whole-batch pass up to
+    rounding.  20c5-2s-50c5-2s's conv2 runs the im2col + GEMM path."""
     from convprop.maths.network import get_num_threads, set_num_threads
 
-    net = Network.from_spec(dtype="float64", seed=4)
+    net = Network.from_spec(spec, dtype=dtype, seed=4)
+    assert getattr(net.layers[2], "gemm", False) == spec.startswith("20c5")
     rng = np.random.default_rng(7)
-    x, y = rng.uniform(0, 1, (50, 28, 28)), rng.integers(0, 10, 50)
+    x, y = rng.uniform(0, 1, (n, 28, 28)), rng.integers(0, 10, n)
     before = get_num_threads()
     try:
-        set_num_threads(1)
-        loss1, g1 = net.loss_and_grads(x, y)
-        set_num_threads(2)
-        loss2, g2 = net.loss_and_grads(x, y)
-        loss3, g3 = net.loss_and_grads(x, y)
+        results = []
+        for threads in (1, 2, 3, 1):
+            set_num_threads(threads)
+            results.append(net.loss_and_grads(x, y))
     finally:
         set_num_threads(before)
-    assert loss2 == loss3 and loss2 == pytest.approx(loss1, rel=1e-13)
+    loss1, g1 = results[0]
+    for loss, g in results[1:]:
+        assert loss == loss1
+        for k in g1:
+            np.testing.assert_array_equal(g[k], g1[k], err_msg=k)
+    net.part_images = n  # one part: the whole batch at once
+    loss_whole, whole = net.loss_and_grads(x, y)
+    assert loss_whole == pytest.approx(loss1, rel=TOL[dtype])
     for k in g1:
-        np.testing.assert_array_equal(g2[k], g3[k])
-        np.testing.assert_allclose(g2[k], g1[k], rtol=1e-11, atol=1e-16, err_msg=k)
+        close(g1[k], whole[k], dtype, k)
+
+
+def test_batch_parts_depend_on_size_only():
+    """50 images in parts of at most 32: two of 25; 256: eight of 32; 1: one."""
+    from convprop.maths.parallel import batch_parts
+
+    assert batch_parts(50, 32) == [0, 25, 50]
+    assert batch_parts(256, 32) == list(range(0, 257, 32))
+    assert batch_parts(1, 32) == [0, 1]
+    assert batch_parts(33, 32) == [0, 16, 33]

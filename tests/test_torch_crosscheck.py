@@ -25,6 +25,7 @@ import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from convprop.maths import kernels
 from convprop.maths.activations import ReLU
+from convprop.maths.layers import to_chwn, to_nchw
 from convprop.maths.network import Network
 from convprop.maths.optim import SGD
 
@@ -226,8 +227,9 @@ def test_max_pool_tie_gradient_matches_torch():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 3, (2, 3, 6, 6)).astype(np.float64)
     delta = rng.standard_normal((2, 3, 3, 3))
-    out, idx = kernels.max_pool_forward(a, 2)
-    dx = kernels.max_pool_backward(delta, idx, 2)
+    out, idx = kernels.max_pool_forward(to_chwn(a), 2)  # the CHWN kernels
+    dx = to_nchw(kernels.max_pool_backward(to_chwn(delta), idx, 2))
+    out = to_nchw(out)
     at = torch.tensor(a, requires_grad=True)
     ot = F.max_pool2d(at, 2)
     ot.backward(torch.tensor(delta))
@@ -254,15 +256,15 @@ def _tied_blocks(a: np.ndarray, s: int) -> int:
 def test_batch_has_max_pool_ties(kind):
     """The real-digit and quantised batches put exact ties into conv1's max-pool blocks."""
     net, x, _ = make_case("6c5-2m-12c5-2m", "sigmoid", kind)
-    a1, _ = net.layers[0].forward(net._inputs(x))
-    assert _tied_blocks(a1, 2) > 100
+    a1, _ = net.layers[0].forward(to_chwn(net._inputs(x)))
+    assert _tied_blocks(to_nchw(a1), 2) > 100
 
 
 def _last_max_pool_forward(a, s):
-    """max_pool_forward with ties sent to the *last* unit: a wrong convention."""
-    n, c, h, w = a.shape
-    blocks = a.reshape(n, c, h // s, s, w // s, s).transpose(0, 1, 2, 4, 3, 5)
-    blocks = blocks.reshape(n, c, h // s, w // s, s * s)
+    """max_pool_forward (CHWN) with ties sent to the *last* unit: a wrong convention."""
+    c, h, w, n = a.shape
+    blocks = a.reshape(c, h // s, s, w // s, s, n).transpose(0, 1, 3, 5, 2, 4)
+    blocks = blocks.reshape(c, h // s, w // s, n, s * s)
     idx = s * s - 1 - blocks[..., ::-1].argmax(axis=4)
     return np.take_along_axis(blocks, idx[..., None], axis=4)[..., 0], idx
 

@@ -28,7 +28,7 @@ from convprop.fileio import atomic_open, ensure_dir
 EXECUTORS = ("process", "serial", "ray")
 THREAD_ENV = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                      "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                     "VECLIB_MAXIMUM_THREADS")}
+                                     "VECLIB_MAXIMUM_THREADS", "CONVPROP_NUM_THREADS")}
 
 _DATASETS: dict[str, Any] = {}
 

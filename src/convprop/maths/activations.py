@@ -26,7 +26,7 @@ per layer (``:layer``), from an optional initial value (the third field):
 
 dL/dparam = Σ dL/da · df/dparam, summed over every axis except the map axis for a
 per-map parameter, over everything for a per-layer one.  The map axis is the
-activation's ``map_axis`` attribute (1 for the (N, C, H, W) layout), set by the layer.
+activation's ``map_axis`` attribute: 0, the layers' (C, H, W, N) layout.
 
 At exactly z = 0 the ReLU-family derivative is the left one (0 for ``relu``, A for
 ``leaky-relu``), as PyTorch and the toolbox-style ``(z > 0)`` test give.
@@ -54,7 +54,7 @@ class Activation:
     rectifier: bool = False  # ReLU family: units can "die" (output 0 for every input)
     # Learnable parameters (name -> array (n_maps,) or (1,)); empty for fixed activations.
     params: dict[str, np.ndarray] = {}
-    map_axis: int = 1  # the feature-map axis of z; set by the layer that owns f
+    map_axis: int = 0  # the feature-map axis of z (0: CHWN, as the layers use)
 
     def for_layer(self, n_maps: int, dtype: np.dtype) -> Activation:
         """The instance one layer of ``n_maps`` maps uses: a fresh one with its own

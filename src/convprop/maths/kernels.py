@@ -1,12 +1,19 @@
 """The hot loops: convolution and pooling kernels, shared by every layer.
 
-Everything here works on the (N, C, H, W) layout that the layers use and is
-free of paper notation; the layers (``layers.py``) say which equation each call
-implements.  Speed work happens in this module only.
+Everything here works on the *CHWN* layout (C, H, W, N) -- maps first, the batch
+innermost -- that the layers use, and is free of paper notation; the layers
+(``layers.py``) say which equation each call implements.  Speed work happens in this
+module only.  A readable im2col reference of the same operations lives in the tests
+(``tests/reference.py``), which compare these kernels against it.
 
-Orientation: ``conv2d_forward`` computes a *cross-correlation* (as PyTorch's
-Conv2d); the toolbox's ``convn`` is a true convolution with the kernel rotated by
-180 degrees, so the two agree when the kernels are stored rotated.
+Orientation: ``conv_forward`` computes a *cross-correlation* (as PyTorch's Conv2d); the
+toolbox's ``convn`` is a true convolution with the kernel rotated by 180 degrees, so the
+two agree when the kernels are stored rotated.
+
+Compilation: the kernels compile lazily, only for the dtype a run uses, and are cached
+on disk; :func:`needs_compile` says whether a first call will compile and
+:func:`compile` does it up front.  No ``reshape`` inside numba code (its error
+formatting alone took seconds to compile): the Python wrappers pass (C, H, W·N) views.
 """
 
 from __future__ import annotations
@@ -17,97 +24,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
-from numpy.lib.stride_tricks import sliding_window_view
-
-
-def im2col(x: np.ndarray, k: int) -> np.ndarray:
-    """(N, C, H, W) -> (N·Ho·Wo, C·k·k): one row per output pixel, its k x k window of
-    every input map, in (c, u, v) order.  Ho = H - k + 1, Wo = W - k + 1."""
-    n, c, h, w = x.shape
-    ho, wo = h - k + 1, w - k + 1
-    windows = sliding_window_view(x, (k, k), axis=(2, 3))  # (N, C, Ho, Wo, k, k), a view
-    return np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(
-        n * ho * wo, c * k * k
-    )
-
-
-def col2im(cols: np.ndarray, x_shape: tuple[int, ...], k: int) -> np.ndarray:
-    """The adjoint of :func:`im2col` (not its inverse): every window entry is added back
-    onto the input pixel it was copied from.  (N·Ho·Wo, C·k·k) -> (N, C, H, W)."""
-    n, c, h, w = x_shape
-    ho, wo = h - k + 1, w - k + 1
-    blocks = cols.reshape(n, ho, wo, c, k, k).transpose(0, 3, 4, 5, 1, 2)  # (N,C,k,k,Ho,Wo)
-    dx = np.zeros(x_shape, dtype=cols.dtype)
-    for u in range(k):
-        for v in range(k):
-            dx[:, :, u : u + ho, v : v + wo] += blocks[:, :, u, v]
-    return dx
-
-
-def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Valid cross-correlation of x (N, C, H, W) with w (O, C, k, k), plus b (O,).
-
-    Returns z (N, O, Ho, Wo) and the im2col matrix, which the backward pass reuses."""
-    n, _, h, wd = x.shape
-    o, _, k, _ = w.shape
-    cols = im2col(x, k)
-    z = cols @ w.reshape(o, -1).T
-    z += b
-    return z.reshape(n, h - k + 1, wd - k + 1, o).transpose(0, 3, 1, 2), cols
-
-
-def conv2d_backward(
-    delta: np.ndarray,
-    cols: np.ndarray,
-    w: np.ndarray,
-    x_shape: tuple[int, ...],
-    need_dx: bool = True,
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Gradients of a valid cross-correlation, given delta = dL/dz (N, O, Ho, Wo).
-
-    Returns (dx, dw, db): dx = the "full" correlation of delta with the kernel rotated
-    by 180 degrees, computed as col2im(delta · W); dw = delta correlated with x;
-    db = delta summed over batch and positions."""
-    o = w.shape[0]
-    d = delta.transpose(0, 2, 3, 1).reshape(-1, o)  # (N·Ho·Wo, O)
-    dw = (d.T @ cols).reshape(w.shape)
-    db = d.sum(axis=0)
-    dx = col2im(d @ w.reshape(o, -1), x_shape, w.shape[2]) if need_dx else None
-    return dx, dw, db
-
-
-def mean_pool_forward(a: np.ndarray, s: int) -> np.ndarray:
-    """(N, C, H, W) -> (N, C, H/s, W/s): the mean of each non-overlapping s x s block."""
-    n, c, h, w = a.shape
-    return a.reshape(n, c, h // s, s, w // s, s).mean(axis=(3, 5))
-
-
-def mean_pool_backward(delta: np.ndarray, s: int) -> np.ndarray:
-    """Spread each pooled error evenly over its s x s block, divided by s²."""
-    up = np.repeat(np.repeat(delta, s, axis=2), s, axis=3)
-    up *= 1.0 / (s * s)
-    return up
-
-
-def max_pool_forward(a: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, H, W) -> (N, C, H/s, W/s) block maxima, and the arg-max of each block
-    (an index 0..s²-1 in row-major order; ties go to the first, as in PyTorch)."""
-    n, c, h, w = a.shape
-    blocks = a.reshape(n, c, h // s, s, w // s, s).transpose(0, 1, 2, 4, 3, 5)
-    blocks = blocks.reshape(n, c, h // s, w // s, s * s)
-    idx = blocks.argmax(axis=4)
-    return np.take_along_axis(blocks, idx[..., None], axis=4)[..., 0], idx
-
-
-def max_pool_backward(delta: np.ndarray, idx: np.ndarray, s: int) -> np.ndarray:
-    """Route each pooled error to the position of its block's maximum; zeros elsewhere."""
-    n, c, ho, wo = delta.shape
-    blocks = np.zeros((n, c, ho, wo, s * s), dtype=delta.dtype)
-    np.put_along_axis(blocks, idx[..., None], delta[..., None], axis=4)
-    return blocks.reshape(n, c, ho, wo, s, s).transpose(0, 1, 2, 4, 3, 5).reshape(
-        n, c, ho * s, wo * s
-    )
-
 
 # =============================================================================== numba
 # The fast path.  Layout "maps-first, batch-last": (C, H, W, N), so that every inner
@@ -275,25 +191,36 @@ def _activate(code, param, one, z, a):
         for t in range(z.shape[0]):
             a[t] = z[t] if z[t] >= zero else param * z[t]
     else:
-        a[:] = z
+        for t in range(z.shape[0]):  # loops, not a[:] = z: no shape-check code to compile
+            a[t] = z[t]
 
 
-@njit(**_FWD)
-def conv_forward(x, w, b, code, consts, s, z, a, p):
+def _rows(v: np.ndarray) -> np.ndarray:
+    """(C, H, W, N) -> the (C, H, W·N) view the kernels index (reshaping inside numba
+    would compile its error formatting: seconds of compile time)."""
+    return v.reshape(v.shape[0], v.shape[1], v.shape[2] * v.shape[3])
+
+
+def conv_forward(x, w, b, code, consts, s, z, a, p) -> None:
     """Valid cross-correlation, activation and mean-pooling in one pass (CHWN layout).
 
     x (C, H, W, N), w (O, C, k, k), b (O,); consts = [1, activation parameter, 1/s²]
     in the arrays' dtype.  Writes, each only if the array is non-empty:
     z = Σ_c x_c ⋆ w_oc + b_o and a = f(z), both (O, Ho, Wo, N), and
     p = the s x s block means of a, (O, Ho/s, Wo/s, N)."""
-    n_out, k, nb = w.shape[0], w.shape[2], x.shape[3]
-    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
+    _conv_forward(_rows(x), x.shape[3], w, b, code, consts, s, _rows(z), _rows(a), _rows(p))
+
+
+@njit(**_FWD)
+def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
+    """:func:`conv_forward` on (C, H, W·N) rows."""
+    n_out, k = w.shape[0], w.shape[2]
+    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
     m = wo * nb
-    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    zbuf, ar = np.empty((2, m), x.dtype), np.empty(m, x.dtype)
+    zbuf, ar = np.empty((2, m), x3.dtype), np.empty(m, x3.dtype)
     keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
     if pool:
-        p3 = p.reshape(n_out, ho // s, (wo // s) * nb)
+        p3 = p
         p3[...] = 0
     step = 2 if k == 5 else 1  # 5x5: two output maps per pass over the input
     for o0 in range(0, n_out, step):
@@ -312,9 +239,13 @@ def conv_forward(x, w, b, code, consts, s, z, a, p):
                 zr = zbuf[o - o0]
                 _activate(code, consts[1], consts[0], zr, ar)
                 if keep_z:
-                    z[o, i].reshape(m)[:] = zr
+                    zo = z[o, i]
+                    for t in range(m):
+                        zo[t] = zr[t]
                 if keep_a:
-                    a[o, i].reshape(m)[:] = ar
+                    ao = a[o, i]
+                    for t in range(m):
+                        ao[t] = ar[t]
                 if pool:
                     prow, inv = p3[o, i // s], consts[2]
                     for j in range(wo):
@@ -388,22 +319,12 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
 
 
 @njit(**_BWD)
-def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
-    """The backward pass of :func:`conv_forward` (CHWN layout).
-
-    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
-    them (either may be empty if f' does not read it).  Computes
-    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
-    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
-    n_out, n_in, k, nb = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
-    ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
-    m = wo * nb
-    x3 = x.reshape(x.shape[0], x.shape[1], x.shape[2] * nb)
-    dp3 = dp.reshape(n_out, ho // s, (wo // s) * nb)
-    delta = np.empty((n_out, ho, m), x.dtype)
-    # z or a may be empty when f' does not need it (sigmoid needs only a, relu only z)
-    z3 = z.reshape(n_out, ho, m) if z.size > 0 else delta
-    a3 = a.reshape(n_out, ho, m) if a.size > 0 else delta
+def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
+    """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o]; rows of
+    (C, H, W·N) arrays.  z or a may be empty when f' does not read it."""
+    n_out, ho, m = delta.shape
+    z3 = z if z.size > 0 else delta
+    a3 = a if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
     for o in range(n_out):
         for i in range(ho):
@@ -424,6 +345,28 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                 part += drow[t]
             total += part
         db[o] = total
+
+
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
+    """The backward pass of :func:`conv_forward` (CHWN layout).
+
+    dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
+    them (either may be empty if f' does not read it).  Computes
+    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
+    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
+                   dw, db, _rows(dx))
+
+
+@njit(**_BWD)
+def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
+    """:func:`conv_backward` on (C, H, W·N) rows."""
+    n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
+    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
+    m = wo * nb
+    delta = np.empty((n_out, ho, m), x3.dtype)
+    _delta(dp3, nb, wo, code, consts, s, z, a, delta, db)
+    one = consts[0]
     step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
     for o in range(0, n_out, step):
         both = step == 2 and o + 1 < n_out
@@ -444,22 +387,23 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                                 h += drow[t] * r[t]
                             g += h
                         dw[o, c, u, v] = g
-    if dx.size == 0:
+    if dx3.size == 0:
         return
     # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
     # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
-    h, wd = dx.shape[1], dx.shape[2]
-    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x.dtype)
+    h, wd = dx3.shape[1], dx3.shape[2] // nb
+    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x3.dtype)
     for o in range(n_out):
         for i in range(ho):
-            pad[o, i + k - 1, (k - 1) * nb:(k - 1 + wo) * nb] = delta[o, i]
-    wt = np.empty((n_in, n_out, k, k), x.dtype)
+            prow, drow = pad[o, i + k - 1], delta[o, i]
+            for t in range(m):
+                prow[(k - 1) * nb + t] = drow[t]
+    wt = np.empty((n_in, n_out, k, k), x3.dtype)
     for o in range(n_out):
         for c in range(n_in):
             for u in range(k):
                 for v in range(k):
                     wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
-    dx3 = dx.reshape(n_in, h, wd * nb)
     step = 2 if k == 5 else 1
     for c in range(0, n_in, step):
         both = step == 2 and c + 1 < n_in
@@ -478,14 +422,86 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx):
                     _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
 
 
-def mean_pool_chwn(a: np.ndarray, s: int) -> np.ndarray:
-    """Mean-pooling in the CHWN layout: (C, H, W, N) -> (C, H/s, W/s, N)."""
+def mean_pool_forward(a: np.ndarray, s: int) -> np.ndarray:
+    """(C, H, W, N) -> (C, H/s, W/s, N): the mean of each non-overlapping s x s block."""
     c, h, w, n = a.shape
     return a.reshape(c, h // s, s, w // s, s, n).mean(axis=(2, 4))
 
 
-def mean_pool_backward_chwn(delta: np.ndarray, s: int) -> np.ndarray:
-    """Each pooled error spread over its s x s block, divided by s² (CHWN layout)."""
+def mean_pool_backward(delta: np.ndarray, s: int) -> np.ndarray:
+    """(C, H/s, W/s, N) -> (C, H, W, N): each pooled error spread evenly over its s x s
+    block, divided by s²."""
     up = np.repeat(np.repeat(delta, s, axis=1), s, axis=2)
     up *= 1.0 / (s * s)
     return up
+
+
+def max_pool_forward(a: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W, N) -> (C, H/s, W/s, N) block maxima, and the arg-max of each block
+    (C, H/s, W/s, N), an index 0..s²-1 in row-major order within the block; ties go to
+    the first, as in PyTorch."""
+    c, h, w, n = a.shape
+    blocks = a.reshape(c, h // s, s, w // s, s, n).transpose(0, 1, 3, 5, 2, 4)
+    blocks = blocks.reshape(c, h // s, w // s, n, s * s)
+    idx = blocks.argmax(axis=4)
+    out = np.take_along_axis(blocks, idx[..., None], axis=4)[..., 0]
+    return out, idx
+
+
+def max_pool_backward(delta: np.ndarray, idx: np.ndarray, s: int) -> np.ndarray:
+    """(C, H/s, W/s, N) -> (C, H, W, N): each pooled error routed to the position of its
+    block's maximum (``idx`` from :func:`max_pool_forward`); zeros elsewhere."""
+    c, ho, wo, n = delta.shape
+    blocks = np.zeros((c, ho, wo, n, s * s), dtype=delta.dtype)
+    np.put_along_axis(blocks, idx[..., None], delta[..., None], axis=4)
+    return np.ascontiguousarray(
+        blocks.reshape(c, ho, wo, n, s, s).transpose(0, 1, 4, 2, 5, 3)
+    ).reshape(c, ho * s, wo * s, n)
+
+
+# ============================================================================ compiling
+def _has(signatures, dtype: np.dtype) -> bool:
+    want = f"array({np.dtype(dtype).name}, 3d"
+    return any(want in str(sig).lower() for sig in signatures)
+
+
+def _on_disk(kernel, dtype: np.dtype) -> bool:
+    """Whether numba's on-disk cache holds ``kernel`` for this dtype (read from the
+    cache index; any failure to read it counts as 'not cached')."""
+    try:
+        index = kernel._cache._cache_file._load_index()  # numba internals, guarded
+    except Exception:  # noqa: BLE001 - a missing or unreadable index: will compile
+        return False
+    return _has([key[0] for key in index], dtype)
+
+
+def needs_compile(dtype, codes=()) -> bool:
+    """True when running the kernels in ``dtype`` will compile them, i.e. they are
+    neither loaded in this process nor in numba's on-disk cache (a first run, or a new
+    numba/Python).  Kernels compile per dtype; ``codes`` (the activation codes to run)
+    share one compilation."""
+    dt = np.dtype(dtype)
+    return any(not (_has(k.signatures, dt) or _on_disk(k, dt))
+               for k in (_conv_forward, _conv_backward))
+
+
+def compile(dtype, codes, progress=None) -> bool:  # noqa: A001 - the module's verb
+    """Compile (or load from the disk cache) the kernels for ``dtype`` and each kernel
+    code in ``codes``, by running them once on a tiny batch.  If that compiles,
+    ``progress(message)`` is called first with "compiling kernels (first run only)".
+    Returns whether it compiled."""
+    dt = np.dtype(dtype)
+    will = needs_compile(dt)
+    if will and progress is not None:
+        progress("compiling kernels (first run only)")
+    x = np.zeros((1, 6, 6, 1), dt)
+    w = np.zeros((2, 1, 5, 5), dt)
+    b = np.zeros(2, dt)
+    consts = np.array([1.0, 0.0, 0.25], dt)
+    for code in sorted(set(codes)):
+        z, a = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt)
+        p = np.zeros((2, 1, 1, 1), dt)
+        conv_forward(x, w, b, int(code), consts, 2, z, a, p)
+        dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
+        conv_backward(x, w, p, int(code), consts, 2, z, a, dw, db, dx)
+    return will

@@ -5,21 +5,23 @@
 (``"weight"``, ``"bias"``) to its gradient.  Nothing is stored on the layer between
 the two calls, so backward can be called twice with the same result.
 
-A convolution layer owns its activation, as in the toolbox (``a = sigm(conv + b)``);
-pooling layers have none.  Shapes are (N, C, H, W) throughout.
+One layout throughout: feature maps are *CHWN* (C, H, W, N), the batch innermost, so
+the kernels' inner loops are contiguous (``kernels.py``); the dense layer's inputs and
+outputs are (features, N) and (n_outputs, N).  :func:`to_chwn` / :func:`to_nchw`
+convert at the edges (``Network`` takes and gives (N, ...) arrays).
 
-The network itself runs the same layers through ``fast_forward`` / ``fast_backward``,
-which take and return the *CHWN* layout (C, H, W, N): the batch innermost, so the
-kernels' inner loops are contiguous (``kernels.py``).  ``forward`` / ``backward`` are
-these plus the two transpositions.  A convolution followed by mean-pooling runs as one
-fused step (convolution, activation and pooling in one pass, and back).
+A convolution layer owns its activation, as in the toolbox (``a = sigm(conv + b)``);
+pooling layers have none.  A convolution followed by mean-pooling runs as one fused
+step (``Conv.forward(x, pool=s)``: convolution, activation and pooling in one pass,
+and back).
 """
+
 
 from __future__ import annotations
 
 import numpy as np
 
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import (
     Activation,
     Identity,
@@ -55,13 +57,13 @@ def fused_code(act: Activation) -> tuple[int, float] | None:
 
 
 def to_chwn(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (C, H, W, N), contiguous."""
-    return np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+    """Batch axis last, contiguous: (N, C, H, W) -> (C, H, W, N), (N, n) -> (n, N)."""
+    return np.ascontiguousarray(np.moveaxis(x, 0, -1))
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
-    """(C, H, W, N) -> (N, C, H, W), contiguous."""
-    return np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+    """Batch axis first, contiguous: (C, H, W, N) -> (N, C, H, W), (n, N) -> (N, n)."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, 0))
 
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in ("float32", "float64")}
@@ -80,7 +82,11 @@ class Conv:
                  dtype: np.dtype):
         self.in_maps, self.out_maps, self.k = in_maps, out_maps, k
         self.activation = activation
-        self.activation.map_axis = 0  # learnable activations: z is CHWN inside the layer
+        self.activation.map_axis = 0  # learnable activations: z is CHWN, maps on axis 0
+        # direct kernels, or im2col + GEMM for a wide layer (a fixed rule: kernels_gemm)
+        self.gemm = kernels_gemm.use_gemm(in_maps, out_maps, k)
+        path = kernels_gemm if self.gemm else kernels
+        self._conv_forward, self._conv_backward = path.conv_forward, path.conv_backward
         self.params = {
             "weight": np.zeros((out_maps, in_maps, k, k), dtype=dtype),
             "bias": np.zeros(out_maps, dtype=dtype),
@@ -92,17 +98,7 @@ class Conv:
         _, h, w = shape
         return self.out_maps, h - self.k + 1, w - self.k + 1
 
-    def forward(self, x):
-        """x (N, in_maps, H, W) -> a (N, out_maps, H-k+1, W-k+1)."""
-        a, cache = self.fast_forward(to_chwn(x), full_cache=True)
-        return to_nchw(a), cache
-
-    def backward(self, da, cache, need_dx: bool = True):
-        """dL/da (N, out_maps, Ho, Wo) -> (dL/dx, grads); see :meth:`fast_backward`."""
-        dx, grads = self.fast_backward(to_chwn(da), cache, need_dx)
-        return (to_nchw(dx) if dx is not None else None), grads
-
-    def fast_forward(self, x, pool: int = 1, keep: bool = True, full_cache: bool = False):
+    def forward(self, x, pool: int = 1, keep: bool = True, full_cache: bool = False):
         """x (in_maps, H, W, N) -> a = f(z), z_j = Σ_i x_i ⋆ w_ji + b_j, (out_maps, Ho, Wo,
         N); with ``pool`` = s > 1 the s x s block means of a instead (the mean-pooling
         layer that follows, fused).  ``keep=False`` (inference) returns no cache.
@@ -124,16 +120,16 @@ class Conv:
             z = np.empty((n_out, ho, wo, n), dt) if keep_z else empty
             a = np.empty((n_out, ho, wo, n), dt) if keep_a else empty
             p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty
-            kernels.conv_forward(x, w, b, code, consts, pool, z, a, p)
+            self._conv_forward(x, w, b, code, consts, pool, z, a, p)
         else:  # generic activation: the kernel gives z, the activation object f(z)
             z = np.empty((n_out, ho, wo, n), dt)
-            kernels.conv_forward(x, w, b, code, consts, pool, empty, z, empty)
+            self._conv_forward(x, w, b, code, consts, pool, empty, z, empty)
             a = self.activation(z)
-            p = kernels.mean_pool_chwn(a, pool) if pool > 1 else empty
+            p = kernels.mean_pool_forward(a, pool) if pool > 1 else empty
         out = p if pool > 1 else a
         return out, ((x, pool, z, a) if keep else None)
 
-    def fast_backward(self, dout, cache, need_dx: bool = True):
+    def backward(self, dout, cache, need_dx: bool = True):
         """From dL/d(out) (CHWN, pooled if the forward pooled) to the layer's error and
         gradients.
 
@@ -155,21 +151,22 @@ class Conv:
         extra = {}
         if fused is not None:
             consts = np.array([1.0, fused[1], 1.0 / (pool * pool)], dtype=x.dtype)
-            kernels.conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
+            self._conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
         else:
-            da = kernels.mean_pool_backward_chwn(dout, pool) if pool > 1 else dout
+            da = kernels.mean_pool_backward(dout, pool) if pool > 1 else dout
             delta = np.ascontiguousarray(da * self.activation.derivative(z, a), dtype=x.dtype)
             consts = np.array([1.0, 0.0, 1.0], dtype=x.dtype)
-            kernels.conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
+            self._conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
             if getattr(self.activation, "params", None):
                 extra = self.activation.param_grads(z, a, da, 0)
         return (dx if need_dx else None), {"weight": dw, "bias": db, **extra}
 
     def slope(self, cache):
-        """f'(z) of the forward pass, (N, out_maps, H', W'): what ``backward`` multiplies
-        dL/da by (equation 11).  Used by ``Network.trace`` and the diagnostics."""
+        """f'(z) of the forward pass, (out_maps, H', W', N): what ``backward`` multiplies
+        dL/da by (equation 11).  Needs the cache of ``forward(..., full_cache=True)``.
+        Used by ``Network.trace`` and the diagnostics."""
         _, _, z, a = cache
-        return to_nchw(self.activation.derivative(z, a))
+        return self.activation.derivative(z, a)
 
 
 class _Pool:
@@ -188,47 +185,30 @@ class MeanPool(_Pool):
     """Mean-pooling over non-overlapping s x s blocks (the toolbox's down-sampling).
     After a convolution the network fuses it into the convolution's kernels."""
 
-    def forward(self, a):
-        """a (N, C, H, W) -> (N, C, H/s, W/s), each output the mean of its block."""
+    def forward(self, a, keep: bool = True):
+        """a (C, H, W, N) -> (C, H/s, W/s, N), each output the mean of its block."""
         return kernels.mean_pool_forward(a, self.scale), None
 
     def backward(self, delta, cache, need_dx: bool = True):
         """Equation (11), the pooling half: spread each error evenly over its block,
-        divided by s² (the toolbox's ``expand(d, [s s 1]) / s^2``).  The conv layer
-        below multiplies by f'(z) itself."""
+        divided by s² (the toolbox's ``expand(d, [s s 1]) / s^2``), (C, H/s, W/s, N) ->
+        (C, H, W, N).  The conv layer below multiplies by f'(z) itself."""
         return kernels.mean_pool_backward(delta, self.scale), {}
-
-    def fast_forward(self, a, keep: bool = True):
-        """:meth:`forward` in the CHWN layout."""
-        return kernels.mean_pool_chwn(a, self.scale), None
-
-    def fast_backward(self, delta, cache, need_dx: bool = True):
-        """:meth:`backward` (equation 11) in the CHWN layout."""
-        return kernels.mean_pool_backward_chwn(delta, self.scale), {}
 
 
 class MaxPool(_Pool):
     """Max-pooling over non-overlapping s x s blocks (the paper's other pooling)."""
 
-    def forward(self, a):
-        """a (N, C, H, W) -> (N, C, H/s, W/s) block maxima; the cache keeps the arg-max."""
+    def forward(self, a, keep: bool = True):
+        """a (C, H, W, N) -> (C, H/s, W/s, N) block maxima; the cache keeps the arg-max."""
         out, idx = kernels.max_pool_forward(a, self.scale)
-        return out, idx
+        return out, (idx if keep else None)
 
     def backward(self, delta, cache, need_dx: bool = True):
         """Equation (11) for max-pooling: the whole error of a block goes to the unit
-        that was its maximum (ties: the first in row-major order, as PyTorch)."""
+        that was its maximum (ties: the first in row-major order, as PyTorch);
+        (C, H/s, W/s, N) -> (C, H, W, N)."""
         return kernels.max_pool_backward(delta, cache, self.scale), {}
-
-    def fast_forward(self, a, keep: bool = True):
-        """:meth:`forward` in the CHWN layout (through the same kernel, on a view)."""
-        out, idx = kernels.max_pool_forward(a.transpose(3, 0, 1, 2), self.scale)
-        return np.ascontiguousarray(out.transpose(1, 2, 3, 0)), (idx if keep else None)
-
-    def fast_backward(self, delta, cache, need_dx: bool = True):
-        """:meth:`backward` (equation 11) in the CHWN layout."""
-        dx = kernels.max_pool_backward(delta.transpose(3, 0, 1, 2), cache, self.scale)
-        return np.ascontiguousarray(dx.transpose(1, 2, 3, 0)), {}
 
 
 class Dense:
@@ -248,18 +228,7 @@ class Dense:
             "bias": np.zeros(n_out, dtype=dtype),
         }
 
-    def forward(self, x):
-        """x (N, C, H, W) or (N, features) -> o (N, n_out)."""
-        o, cache = self.fast_forward(x.reshape(x.shape[0], -1).T)
-        return o.T, (x.shape, cache)
-
-    def backward(self, do, cache, need_dx: bool = True):
-        """dL/do (N, n_out) -> (dL/dx shaped like x, grads); see :meth:`fast_backward`."""
-        x_shape, inner = cache
-        dx, grads = self.fast_backward(do.T, inner, need_dx)
-        return (dx.T.reshape(x_shape) if need_dx else None), grads
-
-    def fast_forward(self, x, keep: bool = True):
+    def forward(self, x, keep: bool = True):
         """x (C, H, W, N) or (features, N) -> o (n_out, N)."""
         fv = x.reshape(-1, x.shape[-1])
         z = self.params["weight"] @ fv
@@ -267,8 +236,10 @@ class Dense:
         o = self.activation(z)
         return o, ((x.shape, fv, z, o) if keep else None)
 
-    def fast_backward(self, do, cache, need_dx: bool = True):
-        """- Equation (4): δ^L = dL/do ∘ f'(z^L), dL/do = (o - y)/N from the loss (2).
+    def backward(self, do, cache, need_dx: bool = True):
+        """dL/do (n_out, N) -> (dL/dx shaped like x, grads).
+
+        - Equation (4): δ^L = dL/do ∘ f'(z^L), dL/do = (o - y)/N from the loss (2).
         - Equation (9): ∂C/∂W = δ^L (fv)^T;  equation (10): ∂C/∂b = Σ_n δ^L.
         - Equation (8) without its f': W^T δ^L, reshaped back into the feature maps
           (the toolbox's ``fvd``); the layer below applies f' if it has one."""
@@ -279,6 +250,6 @@ class Dense:
         return dx, grads
 
     def slope(self, cache):
-        """f'(z^L) of the forward pass, (N, n_out): the factor of equation (4)."""
-        _, _, z, o = cache[1]
-        return self.activation.derivative(z, o).T
+        """f'(z^L) of the forward pass, (n_out, N): the factor of equation (4)."""
+        _, _, z, o = cache
+        return self.activation.derivative(z, o)

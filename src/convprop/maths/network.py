@@ -16,19 +16,21 @@ Parameters (``Network.params``, in layer order):
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, MutableMapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from convprop.errors import ConvpropError, SpecError
+from convprop.maths import kernels
 from convprop.maths.activations import Activation, get_activation
-from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, to_chwn
+from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
 from convprop.maths.losses import get_loss
+from convprop.maths.parallel import batch_parts, parallel_map
+from convprop.maths.parallel import get_num_threads as get_num_threads  # re-exported
+from convprop.maths.parallel import set_num_threads as set_num_threads  # re-exported
 
 DEFAULT_SPEC = "6c5-2s-12c5-2s"
 DTYPES = ("float32", "float64")
@@ -61,36 +63,6 @@ def parse_spec(spec: str) -> list[tuple[str, int, int]]:
                 raise SpecError(f"bad layer {token!r} in spec {spec!r}: scale must be >= 1")
             layers.append(("mean" if m["pool"] == "s" else "max", scale, 0))
     return layers
-
-
-_THREADS = {"n": 1, "pool": None}
-
-
-def set_num_threads(n: int) -> None:
-    """Threads for ``Network.forward`` (its slices run in parallel; each writes its own
-    rows, so outputs do not depend on n) and ``loss_and_grads`` (the batch cut into n
-    parts whose gradients are summed in a fixed order: deterministic for a given n,
-    equal to the one-thread result up to rounding).  The kernels release the GIL.
-    Default: $CONVPROP_NUM_THREADS, else 1."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ConvpropError(f"number of threads must be a positive integer, got {n!r}")
-    if n != _THREADS["n"] and _THREADS["pool"] is not None:
-        _THREADS["pool"].shutdown()
-        _THREADS["pool"] = None
-    _THREADS["n"] = int(n)
-
-
-def get_num_threads() -> int:
-    return _THREADS["n"]
-
-
-def _env_threads() -> int:
-    text = os.environ.get("CONVPROP_NUM_THREADS", "1").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else 1
-
-
-_THREADS["n"] = _env_threads()
-
 
 def get_dtype(dtype: Any) -> np.dtype:
     """``"float32"`` / ``"float64"`` (or the NumPy types) as a dtype; anything else, None
@@ -181,6 +153,7 @@ class Network:
     loss and every parameter's gradient by back-propagation (equations 1-14)."""
 
     slice_bytes = 256  # images per inference slice x bytes per value (see forward)
+    part_images = 32  # images per training part at most (see loss_and_grads)
 
     def __init__(self, spec: str, activation: str | Activation = "sigmoid",
                  input_shape: Sequence[int] = (28, 28), n_outputs: int = 10,
@@ -329,14 +302,7 @@ class Network:
             oi, _ = self._run(to_chwn(x[i : i + step]), keep=False)
             o[i : i + step] = oi.T
 
-        starts = range(0, x.shape[0], step)
-        if _THREADS["n"] > 1 and len(starts) > 1:
-            if _THREADS["pool"] is None:
-                _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
-            list(_THREADS["pool"].map(run_slice, starts))
-        else:
-            for i in starts:
-                run_slice(i)
+        parallel_map(run_slice, range(0, x.shape[0], step))
         return o
 
     def _run(self, a: np.ndarray, keep: bool) -> tuple[np.ndarray, list[Any]]:
@@ -347,9 +313,9 @@ class Network:
         for i, pool in self._steps:
             layer = self.layers[i]
             if pool > 1:
-                a, caches[i] = layer.fast_forward(a, pool=pool, keep=keep)
+                a, caches[i] = layer.forward(a, pool=pool, keep=keep)
             else:
-                a, caches[i] = layer.fast_forward(a, keep=keep)
+                a, caches[i] = layer.forward(a, keep=keep)
         return a, caches
 
     def forward_with_caches(self, x: Any) -> tuple[np.ndarray, list[Any]]:
@@ -364,7 +330,7 @@ class Network:
         grads: dict[str, np.ndarray] = {}
         d = np.asarray(dout).T
         for i, _ in reversed(self._steps):
-            d, g = self.layers[i].fast_backward(d, caches[i], need_dx=i > 0)
+            d, g = self.layers[i].backward(d, caches[i], need_dx=i > 0)
             for pname, arr in g.items():
                 grads[f"{self.layer_names[i]}.{pname}"] = arr
         return {name: grads[name] for name in self.params}
@@ -372,36 +338,50 @@ class Network:
     def loss_and_grads(self, x: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
         """Loss L on the batch and dL/dθ for every parameter θ (fresh arrays each call).
 
-        With :func:`set_num_threads` k > 1 (and at least 16 images per part) the batch is
-        cut into k parts run in parallel, L = Σ_p (N_p/N) L_p and dL/dθ = Σ_p (N_p/N) dL_p/dθ
-        summed in a fixed order: deterministic for a given k, equal to the one-thread
-        result up to rounding."""
+        The batch runs in parts of at most :attr:`part_images` images (50 as 25 + 25, 256
+        as 8 x 32): a part's layers stay in the caches however large the batch.  With
+        L_p the loss of part p (N_p images), L = Σ_p (N_p/N) L_p and dL/dθ =
+        Σ_p (N_p/N) dL_p/dθ, summed in part order.  The split depends only on N, so the
+        result is the same, bit for bit, whether one thread or several
+        (:func:`set_num_threads`) run the parts."""
         x = self._inputs(x)
         n = x.shape[0]
         t = self._targets(y, n)
-        parts = max(1, min(_THREADS["n"], n // 16))
-        bounds = [n * p // parts for p in range(parts + 1)]
+        bounds = batch_parts(n, self.part_images)
+        whole = len(bounds) == 2
 
         def part(p: int) -> tuple[float, dict[str, np.ndarray]]:
             a, b = bounds[p], bounds[p + 1]
             o, caches = self._run(to_chwn(x[a:b]), keep=True)
             loss, dout = self.loss(o.T, t[a:b])
-            if parts == 1:  # the whole batch: no share to weigh by
+            if whole:  # the whole batch: no share to weigh by
                 return loss, self.backward(dout, caches)
             share = (b - a) / n
             return loss * share, self.backward(dout * share, caches)
 
-        if parts == 1:
-            return part(0)
-        if _THREADS["pool"] is None:
-            _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
-        results = list(_THREADS["pool"].map(part, range(parts)))
+        results = parallel_map(part, range(len(bounds) - 1))
         loss, grads = results[0]
         for more_loss, more in results[1:]:
             loss += more_loss
             for name, g in more.items():
                 grads[name] += g
         return float(loss), grads
+
+    def kernel_codes(self) -> list[int]:
+        """The fused kernel codes (``kernels.SIGMOID``, ...) this network's conv layers
+        run; a generic activation runs the identity kernel."""
+        codes = []
+        for layer in self.layers:
+            if layer.kind == "conv":
+                fused = fused_code(layer.activation)
+                codes.append(fused[0] if fused is not None else kernels.IDENTITY)
+        return sorted(set(codes))
+
+    def compile_kernels(self, progress: Any = None) -> bool:
+        """Compile (or load from numba's disk cache) the kernels this network needs, its
+        dtype and activation only; ``progress(message)`` is told first if that compiles
+        (see ``kernels.compile``).  Returns whether it compiled."""
+        return kernels.compile(self.dtype, self.kernel_codes(), progress)
 
     def trace(self, x: Any, y: Any) -> Trace:
         """One forward and backward pass on a batch, keeping what every layer saw.
@@ -411,23 +391,28 @@ class Network:
         an activation, ``slope`` = f'(z) and ``delta`` = f'(z) ∘ dL/da: δ of equations (4),
         (8) and (11).  For a pooling layer ``d_out`` is the error of equation (12), which
         the layer up-samples to the conv layer below.  Arrays are (N, C, H, W) or (N, n)."""
-        outs, caches, a = [], [], self._inputs(x)
-        for layer in self.layers:
-            a, cache = layer.forward(a)
+        outs, caches = [], []
+        a = to_chwn(self._inputs(x))
+        for layer in self.layers:  # layer by layer (no fusion), to record every output
+            if layer.kind == "conv":
+                a, cache = layer.forward(a, full_cache=True)
+            else:
+                a, cache = layer.forward(a)
             outs.append(a)
             caches.append(cache)
-        o = a
+        o = to_nchw(a)
         loss, dout = self.loss(o, self._targets(y, o.shape[0]))
         grads: dict[str, np.ndarray] = {}
         records: list[LayerTrace] = []
-        d = dout
+        d = to_chwn(dout)
         for i in range(len(self.layers) - 1, -1, -1):
             layer, name = self.layers[i], self.layer_names[i]
             slope = layer.slope(caches[i]) if hasattr(layer, "slope") else None
-            rec = LayerTrace(name, layer.kind, outs[i], d, slope,
-                             None if slope is None else d * slope)
+            rec = LayerTrace(name, layer.kind, to_nchw(outs[i]), to_nchw(d),
+                             None if slope is None else to_nchw(slope),
+                             None if slope is None else to_nchw(d * slope))
             d, g = layer.backward(d, caches[i], need_dx=i > 0)
-            rec.grads = {pname: arr for pname, arr in g.items()}
+            rec.grads = dict(g)
             grads.update({f"{name}.{pname}": arr for pname, arr in g.items()})
             records.append(rec)
         return Trace(loss, o, {name: grads[name] for name in self.params}, records[::-1])

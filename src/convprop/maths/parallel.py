@@ -1,0 +1,98 @@
+"""Threads for the maths: a shared pool, its size, and the fixed split of a batch.
+
+Results never depend on the thread count: work is cut into parts by size alone
+(:func:`batch_parts`), and results are combined in part order, whichever thread ran
+each part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from convprop.errors import ConvpropError
+
+_THREADS: dict[str, Any] = {"n": 1, "pool": None}
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for ``Network.forward`` (its slices run in parallel; each writes its own
+    rows) and ``loss_and_grads`` (the batch's fixed parts run in parallel, their
+    gradients summed in a fixed order).  Neither the split nor the order depends on n:
+    results are bit-identical for any thread count.  The kernels release the GIL.
+    Default: $CONVPROP_NUM_THREADS, else every core available to the process."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConvpropError(f"number of threads must be a positive integer, got {n!r}")
+    if n != _THREADS["n"] and _THREADS["pool"] is not None:
+        _THREADS["pool"].shutdown()
+        _THREADS["pool"] = None
+    _THREADS["n"] = int(n)
+
+
+def get_num_threads() -> int:
+    return _THREADS["n"]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads() -> int:
+    text = os.environ.get("CONVPROP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else available_cores()
+
+
+def _blas_libraries() -> list[Any]:
+    """threadpoolctl's controllers of the loaded BLAS libraries (found once)."""
+    if _THREADS.get("blas") is None:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADS["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _THREADS["blas"]
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread inside: a threaded GEMM may sum in another order (different
+    bits) and would oversubscribe the cores our own threads use.  Restored after."""
+    libs = _blas_libraries()
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)
+
+
+def parallel_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
+    """[fn(i) for i in items], on the thread pool when there are threads to use; the
+    result order is that of ``items`` either way.  BLAS runs single-threaded inside
+    (:func:`single_threaded_blas`): the same bits whatever the thread counts."""
+    with single_threaded_blas():
+        if _THREADS["n"] == 1 or len(items) < 2:
+            return [fn(i) for i in items]
+        if _THREADS["pool"] is None:
+            _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"], "convprop")
+        return list(_THREADS["pool"].map(fn, items))
+
+
+def batch_parts(n: int, part: int) -> list[int]:
+    """Bounds [0, ..., n] of ceil(n / part) near-equal consecutive parts of a batch of n
+    (50 in parts of 32: 0, 25, 50).  Depends on n and ``part`` only, never on the thread
+    count."""
+    count = max(1, -(-n // part))
+    return [n * p // count for p in range(count + 1)]
+
+
+_THREADS["n"] = _env_threads()
