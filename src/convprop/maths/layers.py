@@ -232,7 +232,10 @@ class MaxPool(_Pool):
 
 
 class Dense:
-    """Fully connected output layer: o = f(W x + b), x the flattened feature maps.
+    """Fully connected layer: o = f(W x + b), x the flattened feature maps (or the units
+    of the fc layer below).  ``kind`` is ``"dense"`` for the output layer and ``"fc"``
+    for a hidden one, whose f is the network's activation (a learnable one with its own
+    parameters, one per unit for ``:map`` scope, (n_out,), or one per layer, (1,)).
 
     ``weight`` is (n_outputs, features) with features in (map, row, column) order
     (PyTorch's ``flatten``); the toolbox's ``ffW`` orders each map column-major.
@@ -240,13 +243,20 @@ class Dense:
 
     kind = "dense"
 
-    def __init__(self, n_in: int, n_out: int, activation: Activation, dtype: np.dtype):
-        self.n_in, self.n_out = n_in, n_out
+    def __init__(self, n_in: int, n_out: int, activation: Activation, dtype: np.dtype,
+                 kind: str = "dense"):
+        self.n_in, self.n_out, self.kind = n_in, n_out, kind
         self.activation = activation
+        if getattr(activation, "params", None):
+            activation.map_axis = 0  # z is (n_out, N) inside the layer
         self.params = {
             "weight": np.zeros((n_out, n_in), dtype=dtype),
             "bias": np.zeros(n_out, dtype=dtype),
         }
+        self.params.update(getattr(activation, "params", None) or {})
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int]:
+        return (self.n_out,)
 
     def forward(self, x):
         """x (N, C, H, W) or (N, features) -> o (N, n_out)."""
@@ -271,10 +281,14 @@ class Dense:
         """- Equation (4): δ^L = dL/do ∘ f'(z^L), dL/do = (o - y)/N from the loss (2).
         - Equation (9): ∂C/∂W = δ^L (fv)^T;  equation (10): ∂C/∂b = Σ_n δ^L.
         - Equation (8) without its f': W^T δ^L, reshaped back into the feature maps
-          (the toolbox's ``fvd``); the layer below applies f' if it has one."""
+          (the toolbox's ``fvd``); the layer below applies f' if it has one.
+        A hidden fc layer is the same with δ^l = f'(z^l) ∘ dL/da^l (equation 8).  A
+        learnable activation adds ``act.param_grads(z, o, dL/do, map_axis=0)``."""
         x_shape, fv, z, o = cache
         delta = do * self.activation.derivative(z, o)
         grads = {"weight": delta @ fv.T, "bias": delta.sum(axis=1)}
+        if getattr(self.activation, "params", None):
+            grads.update(self.activation.param_grads(z, o, do, 0))
         dx = (self.params["weight"].T @ delta).reshape(x_shape) if need_dx else None
         return dx, grads
 
