@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import numerical_gradient
 
+from conftest import numerical_gradient
 from convprop.errors import SpecError
 from convprop.maths.network import Network, parse_spec
 
@@ -62,7 +62,7 @@ def torch_loss(net: Network, params: dict, x, y_onehot):
     learned = net.activation.params and list(net.activation.params)[0]
     a = x
     conv = fc = 0
-    for kind, n, k in parse_spec(net.spec):
+    for kind, n, _k in parse_spec(net.spec):
         if kind == "conv":
             conv += 1
             a = F.conv2d(a, params[f"conv{conv}.weight"], params[f"conv{conv}.bias"])

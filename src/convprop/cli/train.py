@@ -237,28 +237,19 @@ def _refuse_options_that_conflict_with_resume(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from convprop.cli.model import check_model_fits_data, confusion_lines
     from convprop.data.mnist import load_data
-    from convprop.errors import ConvpropError
     from convprop.interop.model import load_model
     from convprop.training.trainer import confusion_matrix, predict
 
     net = load_model(args.model)
     data = load_data(args.data)
-    want = net.input_shape[1:] if net.input_shape[0] == 1 else net.input_shape
-    if tuple(data.test_x.shape[1:]) != tuple(want):
-        raise ConvpropError(f"{args.model}: the model takes {'x'.join(map(str, want))} images, "
-                            f"the test set has {'x'.join(map(str, data.test_x.shape[1:]))}")
-    if data.test_y.max(initial=0) >= net.n_outputs:
-        raise ConvpropError(f"{args.model}: the model has {net.n_outputs} outputs, the test "
-                            f"set has label {int(data.test_y.max())}")
+    check_model_fits_data(net, data, args.model)
     info(f"data: {data.description}")
     pred = predict(net, data.test_x)
     err = float(np.mean(pred != data.test_y))
     print(f"test error: {100 * err:.2f}% ({int(np.sum(pred != data.test_y))} of "
           f"{len(pred)} wrong)")
     m = confusion_matrix(data.test_y, pred, net.n_outputs)
-    print("confusion matrix (rows: true label, columns: predicted)")
-    print("      " + "".join(f"{j:>6d}" for j in range(m.shape[1])))
-    for i, row in enumerate(m):
-        print(f"{i:>6d}" + "".join(f"{v:>6d}" for v in row))
+    print("\n".join(confusion_lines(m, net.class_names or getattr(data, "class_names", None))))
     return 0

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from contextlib import ExitStack
 from importlib.resources import as_file, files
 from pathlib import Path

@@ -393,9 +393,11 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     out = ensure_dir(out_dir, RESULT_FILES) if out_dir is not None else None
     data = dataset if dataset is not None else load_data(config.data)
     net = Network.from_spec(config.spec, activation=config.activation,
-                            input_shape=data.train_x.shape[1:], n_outputs=10,
+                            input_shape=data.train_x.shape[1:],
+                            n_outputs=getattr(data, "n_classes", 10),
                             seed=config.seed, dtype=config.dtype, init=config.init,
                             loss=config.loss)
+    net.class_names = getattr(data, "class_names", None)  # kept in the model file
     trainer = Trainer(net, data.train_x, data.train_y, config)  # checks batch size vs data
     if log:
         log(f"data: {data.description}")
@@ -418,8 +420,10 @@ def resume_training(run_dir: str | os.PathLike, dataset: Any = None, progress: b
     config = ckpt.config()
     out = ensure_dir(run_dir, RESULT_FILES)
     data = dataset if dataset is not None else load_data(ckpt.data_source)
-    net = Network(config.spec, config.activation, data.train_x.shape[1:], 10, config.dtype,
+    net = Network(config.spec, config.activation, data.train_x.shape[1:],
+                  getattr(data, "n_classes", 10), config.dtype,
                   config.loss)
+    net.class_names = getattr(data, "class_names", None)
     trainer = Trainer(net, data.train_x, data.train_y, config)
     ckpt.restore(trainer)
     if log:
