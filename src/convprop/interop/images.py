@@ -151,7 +151,8 @@ def load_image_for(net, path: str | os.PathLike,
 
 def scores(net, images: np.ndarray) -> np.ndarray:
     """Network outputs (N, n_outputs) for uint8 images (N, H, W) or (N, C, H, W), scaled
-    to [0, 1] with exactly the operations of the data loader (``x = u8.astype(dtype); x *= 1/255``)."""
+    to [0, 1] with exactly the operations of the data loader
+    (``x = u8.astype(dtype); x *= 1/255``)."""
     x = np.asarray(images).astype(net.dtype)
     x *= 1.0 / 255
     return net.forward(x)
