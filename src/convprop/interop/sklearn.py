@@ -8,7 +8,9 @@ Needs the optional extra ``pip install 'convprop[sklearn]'`` (scikit-learn).
 
 The options are those of ``convprop train`` (``spec``, ``activation``, ``lr``,
 ``batch_size``, ``epochs`` or ``iterations``, ``seed``, ``dtype``, and ``loss``,
-``optimizer``, ``init``).  X is (n, H, W) images or (n, features) rows: a row of
+``optimizer``, ``init``).  X is (n, H, W) grey or (n, C, H, W) colour images, or
+(n, features) rows: with ``input_shape=(C, H, W)`` (or (H, W)) each row is one such
+image flattened (channel, row, column); without it a row of
 H·W = s² features is an s x s image (784 -> 28 x 28, row-major as MNIST); any other
 feature count is zero-padded into the smallest square, so the estimator also runs on
 tabular data (the conv layers then see the features laid out in a grid).  uint8 X is
@@ -41,12 +43,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters are the options of ``convprop train``; see the module docstring for how
     X is read.  Fitted attributes: ``classes_``, ``n_features_in_``, ``image_shape_``
-    (H, W), ``network_`` (the trained :class:`~convprop.Network`) and ``train_result_``."""
+    (H, W) or (C, H, W), ``network_`` (the trained :class:`~convprop.Network`) and
+    ``train_result_``."""
 
     def __init__(self, spec: str = DEFAULT_SPEC, activation: str = "sigmoid", lr: float = 1.0,
                  batch_size: int = 50, epochs: int | None = None,
                  iterations: int | None = None, seed: int = 0, dtype: str = "float32",
-                 loss: str = "mse", optimizer: str = "sgd", init: str = "dlt"):
+                 loss: str = "mse", optimizer: str = "sgd", init: str = "dlt",
+                 input_shape: tuple[int, ...] | None = None):
         self.spec = spec
         self.activation = activation
         self.lr = lr
@@ -58,6 +62,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.loss = loss
         self.optimizer = optimizer
         self.init = init
+        self.input_shape = input_shape
 
     def fit(self, X, y):
         """Train a fresh network (seeded by ``seed``) on X and y; returns self."""
@@ -96,13 +101,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(out).astype(np.float64)
 
     def _validate(self, X, y=None, reset: bool = False):
-        """Validate X (and y, when fitting); return float images (n, H, W), y, (H, W)."""
+        """Validate X (and y, when fitting); return float images (n, H, W) or
+        (n, C, H, W), y, and the image shape."""
+        from convprop.errors import ConvpropError
+
         raw = X
-        if hasattr(raw, "ndim") and raw.ndim == 3:  # (n, H, W): flatten, remember shape
+        if hasattr(raw, "ndim") and raw.ndim in (3, 4):  # images: flatten, remember shape
             image_shape = tuple(int(d) for d in raw.shape[1:])
             raw = np.asarray(raw).reshape(len(raw), -1)
         else:
             image_shape = None
+        if self.input_shape is not None:
+            given = tuple(int(d) for d in self.input_shape)
+            if len(given) not in (2, 3) or min(given) < 1:
+                raise ConvpropError(f"input_shape must be (H, W) or (C, H, W), got "
+                                    f"{self.input_shape!r}")
+            if image_shape is not None and math.prod(image_shape) != math.prod(given):
+                raise ConvpropError(f"X has images of shape {image_shape}, input_shape is "
+                                    f"{given}")
+            image_shape = given
         uint8 = getattr(raw, "dtype", None) == np.uint8
         if reset:
             X, y = validate_data(self, raw, y, reset=True, dtype=np.float64)
@@ -116,7 +133,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 s = math.isqrt(d - 1) + 1 if d > 1 else 1
                 image_shape = (s, s)
             self.image_shape_ = image_shape
-        h, w = self.image_shape_
-        if X.shape[1] < h * w:  # features padded into the smallest square
-            X = np.hstack([X, np.zeros((len(X), h * w - X.shape[1]))])
-        return X.reshape(len(X), h, w), y, (h, w)
+        shape = self.image_shape_
+        size = math.prod(shape)
+        if self.input_shape is not None and X.shape[1] != size:
+            raise ConvpropError(f"X has {X.shape[1]} features, input_shape "
+                                f"{tuple(self.input_shape)} needs {size}")
+        if X.shape[1] < size:  # features padded into the smallest square
+            X = np.hstack([X, np.zeros((len(X), size - X.shape[1]))])
+        return X.reshape(len(X), *shape), y, shape
