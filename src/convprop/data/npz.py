@@ -96,7 +96,8 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if tx.shape[1:] != vx.shape[1:]:
         check_same_size(tx, vx, f"{label}: x_train", f"{label}: x_test")
     shape = "x".join(map(str, tx.shape[1:]))
-    return Dataset(tx, ty, vx, vy, name=str(path),
+    # the absolute path: a checkpoint's resume loads it again from any directory
+    return Dataset(tx, ty, vx, vy, name=str(p.resolve()),
                    description=f"arrays in {p} ({len(tx)} train / {len(vx)} test, {shape}, "
                                f"{k} classes)", class_names=names, n_classes=k)
 
