@@ -59,3 +59,43 @@ def test_colour_classes_of_equal_luminance_are_learned_and_grey_cannot(tmp_path)
                    name="grey", description="grey", n_classes=3)
     grey_run = run_training(TrainConfig(**CONFIG), dataset=flat)
     assert grey_run["test_error"] > 0.45, grey_run["test_error"]  # chance is 2/3
+
+
+def test_plot_features_of_a_colour_model(tmp_path):
+    from PIL import Image
+
+    from convprop.cli import main
+    from convprop.interop.model import save_model
+    from convprop.maths.network import Network
+    from convprop.plots.features import feature_data
+
+    net = Network.from_spec("4c3-2s-6f", input_shape=(3, 8, 8), n_outputs=3, seed=1)
+    net.class_names = ["red", "blue", "green"]
+    save_model(net, tmp_path / "m.npz")
+    x, _ = make(1, 5)
+    Image.fromarray((x[0] * 255).round().astype(np.uint8)).resize((16, 16)).save(
+        tmp_path / "c.png")
+    assert main(["plot", "features", str(tmp_path / "m.npz"), str(tmp_path / "c.png"),
+                 "-o", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    img = (x[0].transpose(2, 0, 1) * 255).round().astype(np.uint8)
+    data = feature_data(net, img, 2)
+    assert data.image.shape == (3, 8, 8)
+    assert [lm.kind for lm in data.layers] == ["conv", "pool", "fc", "dense"]
+    assert data.layers[0].kernels.shape == (4, 3, 3, 3)
+    assert data.layers[2].a.shape == (6,)
+
+
+def test_export_matlab_refuses_colour_and_fc_in_one_line(tmp_path):
+    import pytest
+
+    from convprop.errors import ModelError
+    from convprop.interop.matlab import export_matlab
+    from convprop.maths.network import Network
+
+    net = Network.from_spec("4c3-2s-6f", input_shape=(3, 8, 8), n_outputs=3)
+    with pytest.raises(ModelError) as err:
+        export_matlab(net, tmp_path / "n.mat")
+    msg = str(err.value)
+    assert "3 input channels" in msg and "hidden fully connected layers (fc1)" in msg
+    assert "\n" not in msg and not (tmp_path / "n.mat").exists()

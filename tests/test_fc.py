@@ -170,3 +170,37 @@ def test_colour_input_shape_checked():
     net = Network.from_spec("4c3-8f", input_shape=(3, 8, 8), n_outputs=2)
     with pytest.raises(Exception, match=r"expected \(N, 3, 8, 8\)"):
         net.forward(np.zeros((2, 8, 8)))
+
+
+def test_model_file_version_2_round_trip_and_version_1_still_loads(tmp_path):
+    import json
+
+    from convprop.interop.model import load_model, save_model
+
+    net = Network.from_spec("4c3-2s-7f", activation="prelu:map", input_shape=(3, 12, 12),
+                            n_outputs=3, seed=2)
+    net.class_names = ["cat", "dog", "fox"]
+    save_model(net, tmp_path / "m.npz")
+    back = load_model(tmp_path / "m.npz")
+    assert back.input_shape == (3, 12, 12) and back.class_names == ["cat", "dog", "fox"]
+    for k, v in net.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__meta__"][()]))
+    assert meta["version"] == 2
+    grey = Network.from_spec("2c5-2s", seed=0)  # what a version-1 file described
+    save_model(grey, tmp_path / "g.npz")
+    with np.load(tmp_path / "g.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["__meta__"][()]))
+    meta["version"] = 1
+    del meta["class_names"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    old = load_model(tmp_path / "v1.npz")
+    assert old.class_names is None
+    np.testing.assert_array_equal(old.params["conv1.weight"], grey.params["conv1.weight"])
+    net.class_names = ["too", "few"]
+    with pytest.raises(Exception, match="2 class names for a network with 3 outputs"):
+        save_model(net, tmp_path / "bad.npz")
