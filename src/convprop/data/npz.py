@@ -2,7 +2,7 @@
 ``y_train``, ``x_test``, ``y_test``.  Images (n, H, W) grey or (n, H, W, C)
 channels-last (C = 1, 3 or 4; stored as (n, C, H, W), C = 1 as grey), uint8 0..255 or
 floats in [0, 1]; labels integers (n,) or (n, 1).  An optional ``class_names`` (K,)
-string array names the classes.  Written by ``np.savez(FILE, x_train=..., ...)``.
+string array names the classes.  NumPy's ``savez`` writes such a file.
 """
 
 from __future__ import annotations
