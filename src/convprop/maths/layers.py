@@ -72,7 +72,10 @@ class Conv:
     a_j = f(z_j),  z_j = Σ_i a_i ⋆ w_ji + b_j  (⋆ = cross-correlation).
 
     ``weight`` is (out_maps, in_maps, k, k) in cross-correlation orientation (as
-    PyTorch's Conv2d); the toolbox's kernel for the same layer is its 180° rotation."""
+    PyTorch's Conv2d); the toolbox's kernel for the same layer is its 180° rotation.
+    For the first layer the input maps are the image's C channels (3 for RGB): the sum
+    over i in z_j, and equation (13)'s ∂C/∂k_ij (one kernel per channel and map), run
+    over them as over any layer's input maps."""
 
     kind = "conv"
 
