@@ -183,13 +183,21 @@ def test_bad_images_give_one_line_errors_naming_the_file(model, tmp_path, capsys
         assert captured.out == ""  # nothing printed for the good image either
 
 
-def test_predict_refuses_a_model_for_other_inputs(tmp_path, capsys):
+def test_predict_resizes_to_the_model_and_refuses_other_channel_counts(tmp_path, capsys):
+    """Issue 14: a grey model of another size gets the MNIST conversion resized to its
+    input; image files cannot feed a 2-channel model."""
     from convprop import Network, save_model
+    from convprop.interop.images import load_image_for
 
-    save_model(Network.from_spec("2c3", input_shape=(8, 8)), tmp_path / "m.npz")
+    net = Network.from_spec("2c3", input_shape=(8, 8))
+    save_model(net, tmp_path / "m.npz")
     draw_seven().save(tmp_path / "s.png")
-    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "s.png")]) == 2
-    assert "28x28" in capsys.readouterr().err
+    small = load_image_for(net, tmp_path / "s.png")
+    assert small.shape == (8, 8) and small.dtype == np.uint8 and small.max() > 100
+    assert main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "s.png")]) == 0
+    save_model(Network.from_spec("2c3", input_shape=(2, 8, 8)), tmp_path / "m2.npz")
+    assert main(["predict", str(tmp_path / "m2.npz"), str(tmp_path / "s.png")]) == 2
+    assert "1 (grey) or 3 (RGB) channels" in capsys.readouterr().err
 
 
 def test_cli_lists_the_model_commands_and_never_shows_a_traceback(tmp_path, capsys):

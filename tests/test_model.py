@@ -159,8 +159,8 @@ def malformed_cases(tmp_path):
                         "unreadable")
     np.save(tmp_path / "bare.npy", np.zeros(3))
     cases["bare npy"] = (tmp_path / "bare.npy", "bare .npy")
-    cases["version 2"] = (_rewrite(tmp_path, arrays, lambda m: m.update(version=2), "v2.npz"),
-                          "version 2 is not supported")
+    cases["version 2"] = (_rewrite(tmp_path, arrays, lambda m: m.update(version=3), "v3.npz"),
+                          "version 3 is not supported")
     cases["other format"] = (_rewrite(tmp_path, arrays, lambda m: m.update(format="x"),
                                       "fmt.npz"), "not a convprop model file")
     cases["no meta"] = (_rewrite(tmp_path, {k: v for k, v in arrays.items() if k != "__meta__"},

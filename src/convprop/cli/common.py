@@ -44,7 +44,10 @@ def info(message: str) -> None:
 def add_data_option(parser: argparse.ArgumentParser,
                     default_text: str = "full MNIST if cached, else the sample") -> None:
     parser.add_argument(
-        "--data", metavar="sample|mnist|DIR", default=None,
+        "--data", metavar="sample|mnist|DIR|FILE.npz", default=None,
         help="data set: 'sample' (bundled, 10k train / 2k test), 'mnist' (full MNIST from the "
-             "cache, see `convprop data fetch`), or a directory holding the four MNIST files. "
+             "cache, see `convprop data fetch`), a directory of MNIST-format IDX files (any "
+             "image size: Fashion-MNIST, KMNIST, EMNIST), a CIFAR-10 binary directory, an "
+             "image folder DIR/train/<class>/*.png + DIR/test/<class>/*, or a .npz file "
+             "with x_train, y_train, x_test, y_test (see README 'Your own data'). "
              f"Default: {default_text}")

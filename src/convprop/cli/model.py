@@ -12,11 +12,14 @@ from convprop.cli.options import add_threads_option, apply_threads
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "predict", help="predict the digit in image files (PNG, JPEG, BMP)",
-        description="Convert each image the way MNIST was made (grey, light digit on dark, "
-                    "fitted into 20x20, centred by its centre of mass in 28x28) and print "
-                    "the predicted digit and the network's ten output scores. A 28x28 "
-                    "MNIST-like image is used as it is.")
+        "predict", help="predict the class (digit) of image files (PNG, JPEG, BMP)",
+        description="For a grey model, convert each image the way MNIST was made (grey, "
+                    "light digit on dark, fitted into 20x20, centred by its centre of mass "
+                    "in 28x28, then resized to the model's input) and print the predicted "
+                    "class and the network's output scores; a 28x28 MNIST-like image (or "
+                    "one of the model's size) is used as it is. For a colour model the RGB "
+                    "image is only resized to the model's input. Classes are shown by name "
+                    "when the model has class names.")
     p.add_argument("model", metavar="MODEL", help="a model.npz")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -75,21 +78,25 @@ def register_plot_features(plot_sub) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from convprop.interop.images import load_digit, scores
-    from convprop.interop.model import load_model
+    from convprop.interop.images import load_image_for, scores
+    from convprop.interop.model import class_label, load_model
 
     apply_threads(args)
-    net = _load_for_images(args.model, load_model)
-    digits = np.stack([load_digit(p, args.always_preprocess) for p in args.images])
-    out = scores(net, digits)
+    net = load_model(args.model)
+    images = np.stack([load_image_for(net, p, args.always_preprocess) for p in args.images])
+    out = scores(net, images)
     results = [{"image": path, "digit": int(o.argmax()), "scores": [float(v) for v in o]}
                for path, o in zip(args.images, out)]
+    if net.class_names:
+        for r in results:
+            r["class"] = class_label(net, r["digit"])
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
-        print(f"{r['image']}: {r['digit']}   scores " +
-              " ".join(f"{d}:{v:.3f}" for d, v in enumerate(r["scores"])))
+        shown = f"{r['class']} ({r['digit']})" if net.class_names else str(r["digit"])
+        print(f"{r['image']}: {shown}   scores " +
+              " ".join(f"{class_label(net, d)}:{v:.3f}" for d, v in enumerate(r["scores"])))
     return 0
 
 
@@ -105,6 +112,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"spec: {net.spec}   activation: {net.activation.name}   input: "
           f"{'x'.join(map(str, net.input_shape))}   outputs: {net.n_outputs}   "
           f"dtype: {net.dtype.name}   loss: {net.loss.name}")
+    if net.class_names:
+        print("classes: " + ", ".join(f"{k}={n}" for k, n in enumerate(net.class_names)))
     print(f"{'layer':<8}{'kind':<7}{'output':<12}{'params':>10}{'fully connected':>18}")
     for row in report["layers"]:
         fc = "" if row["fully_connected_weights"] is None else f"{row['fully_connected_weights']:,}"
@@ -155,27 +164,47 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_features(args: argparse.Namespace) -> int:
-    from convprop.interop.images import load_digit
+    from convprop.interop.images import load_image_for
     from convprop.interop.model import load_model
     from convprop.plots.features import feature_data, plot_features
 
-    net = _load_for_images(args.model, load_model)
-    digit = load_digit(args.image, args.always_preprocess)
-    data = feature_data(net, digit, args.label)
+    net = load_model(args.model)
+    image = load_image_for(net, args.image, args.always_preprocess)
+    data = feature_data(net, image, args.label)
     plot_features(data, args.output, title=f"{args.image}")
     info(f"label {data.label}, predicted {data.predicted}")
     print(f"wrote {args.output}")
     return 0
 
 
-def _load_for_images(path: str, load_model):
-    from convprop.errors import ModelError
+def check_model_fits_data(net, data, model_path) -> None:
+    """``evaluate``: the model must take the data's images, have an output for every
+    label, and name the same classes when both name them."""
+    from convprop.errors import ConvpropError
 
-    net = load_model(path)
-    if net.input_shape != (1, 28, 28):
-        raise ModelError(f"{path}: images need a model for 28x28 grey inputs, this one takes "
-                         f"{'x'.join(map(str, net.input_shape))}")
-    return net
+    want = net.input_shape[1:] if net.input_shape[0] == 1 else net.input_shape
+    if tuple(data.test_x.shape[1:]) != tuple(want):
+        raise ConvpropError(f"{model_path}: the model takes {'x'.join(map(str, want))} images, "
+                            f"the test set has {'x'.join(map(str, data.test_x.shape[1:]))}")
+    if data.test_y.max(initial=0) >= net.n_outputs:
+        raise ConvpropError(f"{model_path}: the model has {net.n_outputs} outputs, the test "
+                            f"set has label {int(data.test_y.max())}")
+    ours, theirs = net.class_names, getattr(data, "class_names", None)
+    if ours and theirs and list(ours) != list(theirs):
+        raise ConvpropError(f"{model_path}: the model's classes ({', '.join(ours)}) are not "
+                            f"the data's ({', '.join(theirs)})")
+
+
+def confusion_lines(m, names=None) -> list[str]:
+    """The confusion matrix as text: rows the true class, columns the predicted one,
+    headed by class names when there are names (else the labels)."""
+    labels = [str(n) for n in names] if names else [str(k) for k in range(m.shape[0])]
+    width = max(6, max(len(s) for s in labels) + 1, len(str(int(m.max(initial=0)))) + 1)
+    lines = ["confusion matrix (rows: true label, columns: predicted)",
+             " " * width + "".join(f"{s:>{width}}" for s in labels)]
+    lines += [f"{labels[i]:>{width}}" + "".join(f"{int(v):>{width}d}" for v in row)
+              for i, row in enumerate(m)]
+    return lines
 
 
 def _num(value) -> str:

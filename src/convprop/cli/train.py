@@ -95,6 +95,7 @@ def print_result(result: RunResult, out: str) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from convprop.cli.model import confusion_lines
     from convprop.data.mnist import load_data
     from convprop.interop.model import load_model
     from convprop.training.jobs import evaluate_model, trained_on
@@ -108,9 +109,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                         if args.data is None and source is not None else ""))
     print(f"test error: {100 * result.error:.2f}% ({result.wrong} of "
           f"{len(result.predicted)} wrong)")
-    m = result.confusion
-    print("confusion matrix (rows: true label, columns: predicted)")
-    print("      " + "".join(f"{j:>6d}" for j in range(m.shape[1])))
-    for i, row in enumerate(m):
-        print(f"{i:>6d}" + "".join(f"{v:>6d}" for v in row))
+    names = net.class_names or getattr(data, "class_names", None)
+    print("\n".join(confusion_lines(result.confusion, names)))
     return 0

@@ -1,4 +1,5 @@
-"""MNIST: reading IDX files, the bundled sample, the download cache and ``convprop data fetch``.
+"""MNIST: IDX directories, the bundled sample, the download cache, ``convprop data fetch``,
+and ``load_data``, which also dispatches to the other formats (``sources.py``).
 
 Every fault in a data file or directory is raised as :class:`~convprop.errors.DataError`
 with a one-line message that names the file, the field and the value.
@@ -10,25 +11,34 @@ with a one-line message that names the file, the field and the value.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import os
+import re
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from convprop.data import sources
+from convprop.data.base import Dataset, check_same_size, check_split, classes_from_labels
+from convprop.data.idx import (
+    _CHUNK,
+    _GZIP_MAGIC,
+    _exc_text,
+    _label,
+    _open_maybe_gzip,
+    encode_idx,
+    read_idx,
+)
 from convprop.errors import DataError
 
 __all__ = [
@@ -78,145 +88,7 @@ N_CLASSES = 10
 #: Seconds to wait before the 2nd try of a mirror; doubled before each further try.
 RETRY_BACKOFF_S = 0.5
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_UINT8 = 0x08
-_IDX_TYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
-              0x0E: "float64"}
-_CHUNK = 1 << 20
 _USER_AGENT = "convprop (MNIST fetch; https://pypi.org/project/convprop/)"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train and test images (uint8, N x 28 x 28) and labels (int64, 0..9)."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    name: str
-    description: str
-
-
-# --------------------------------------------------------------------------- IDX files
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """The IDX encoding (uncompressed) of a uint8 array with 1 to 255 dimensions."""
-    a = np.asarray(array)
-    if a.dtype != np.uint8:
-        raise ValueError(f"encode_idx writes uint8 arrays only, got {a.dtype}")
-    if not 1 <= a.ndim <= 255:
-        raise ValueError(f"encode_idx needs 1 to 255 dimensions, got {a.ndim}")
-    header = bytes([0, 0, _UINT8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
-    return header + np.ascontiguousarray(a).tobytes()
-
-
-def _label(path: str | os.PathLike) -> str:
-    return os.fspath(path)
-
-
-def _expected_magic(ndim: int | None) -> str:
-    if ndim is None:
-        return "expected 0x000008NN: two zero bytes, type code 0x08 for uint8, NN dimensions"
-    what = {3: "uint8 images", 1: "uint8 labels"}.get(ndim, f"a {ndim}-dimensional uint8 array")
-    return f"expected 0x{_UINT8 << 8 | ndim:08X} for {what}"
-
-
-@contextmanager
-def _open_maybe_gzip(path: Path) -> Iterator[tuple[BinaryIO, bool]]:
-    """Open ``path`` for reading, decompressing if its first bytes are the gzip magic."""
-    with open(path, "rb") as raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        if compressed:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield gz, True
-        else:
-            yield raw, False
-
-
-def _read_upto(f: BinaryIO, n: int) -> bytearray:
-    """Read up to ``n`` bytes in chunks (never allocating more than what the file holds)."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = f.read(min(_CHUNK, n - len(buf)))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def _check_path(path: Path, label: str) -> None:
-    if not path.exists():
-        raise DataError(f"{label}: no such file")
-    if path.is_dir():
-        raise DataError(f"{label}: is a directory, expected an IDX file")
-
-
-def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
-    """Read a uint8 IDX file (raw, or gzip detected by its magic bytes) as a C-contiguous
-    array; ``ndim``, if given, is the number of dimensions the file must have."""
-    p = Path(path)
-    label = _label(path)
-    _check_path(p, label)
-    try:
-        with _open_maybe_gzip(p) as (f, compressed):
-            return _parse_idx(f, label, ndim, compressed)
-    except DataError:
-        raise
-    except (OSError, EOFError, zlib.error) as exc:
-        # BadGzipFile is an OSError; EOFError: a gzip stream cut short.
-        if isinstance(exc, (gzip.BadGzipFile, EOFError, zlib.error)):
-            raise DataError(f"{label}: corrupt gzip data ({_exc_text(exc)})") from None
-        raise DataError(f"{label}: cannot read file ({_exc_text(exc)})") from None
-
-
-def _parse_idx(f: BinaryIO, label: str, ndim: int | None, compressed: bool) -> np.ndarray:
-    kind = "decompressed data" if compressed else "file"
-    magic = bytes(_read_upto(f, 4))
-    if not magic:
-        raise DataError(f"{label}: empty {kind}, expected an IDX header")
-    if len(magic) < 4:
-        raise DataError(f"{label}: truncated header: {kind} has {len(magic)} bytes, the IDX "
-                        f"magic number needs 4")
-    value = int.from_bytes(magic, "big")
-    hint = _expected_magic(ndim)
-    if magic[0] != 0 or magic[1] != 0:
-        raise DataError(f"{label}: bad magic number 0x{value:08X} ({hint}); not an IDX file")
-    if magic[2] != _UINT8:
-        typename = _IDX_TYPES.get(magic[2])
-        what = f"type code 0x{magic[2]:02X} ({typename}) is not supported" if typename \
-            else f"unknown type code 0x{magic[2]:02X}"
-        raise DataError(f"{label}: bad magic number 0x{value:08X} ({hint}): {what}")
-    nd = magic[3]
-    if nd == 0 or (ndim is not None and nd != ndim):
-        raise DataError(f"{label}: bad magic number 0x{value:08X} ({hint}): file declares "
-                        f"{nd} dimension{'s' if nd != 1 else ''}")
-    dims_raw = bytes(_read_upto(f, 4 * nd))
-    if len(dims_raw) < 4 * nd:
-        raise DataError(f"{label}: truncated header: {nd} dimensions need {4 * nd} bytes of "
-                        f"sizes after the magic number, {kind} has {len(dims_raw)}")
-    shape = tuple(int.from_bytes(dims_raw[4 * i:4 * i + 4], "big") for i in range(nd))
-    size = 1
-    for d in shape:
-        size *= d
-    shape_text = "x".join(str(d) for d in shape)
-    data = _read_upto(f, size + 1)
-    if len(data) < size:
-        raise DataError(f"{label}: truncated data: header declares {shape_text} = {size} bytes "
-                        f"after the header, {kind} has {len(data)}")
-    if len(data) > size:
-        raise DataError(f"{label}: trailing bytes: header declares {shape_text} = {size} bytes "
-                        f"after the header, but the {kind} is longer")
-    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
-
-
-def _exc_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- data sets
@@ -230,50 +102,76 @@ def _find(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _load_four(paths: dict[str, Path], labels: dict[str, str]) -> tuple[np.ndarray, ...]:
+def _load_four(paths: dict[str, Path], labels: dict[str, str],
+               n_classes: int | None = N_CLASSES) -> tuple[np.ndarray, ...]:
+    """Train/test images and labels; images of any one size, labels in 0..n_classes-1
+    (``None``: the classes come from the labels)."""
     arrays: dict[str, np.ndarray] = {}
     for role, path in paths.items():
         arrays[role] = read_idx(path, ndim=3 if role.endswith("images") else 1)
-    out: list[np.ndarray] = []
     for split in ("train", "test"):
-        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        xl, yl = labels[f"{split}_images"], labels[f"{split}_labels"]
-        if x.shape[1:] != IMAGE_SIZE:
-            raise DataError(f"{xl}: image size {x.shape[1]}x{x.shape[2]}, expected 28x28")
-        if x.shape[0] == 0:
-            raise DataError(f"{xl}: image count 0, the file holds no images")
-        if y.shape[0] != x.shape[0]:
-            raise DataError(f"{yl}: label count {y.shape[0]} does not match the image count "
-                            f"{x.shape[0]} of {Path(xl).name}")
-        bad = np.flatnonzero(y >= N_CLASSES)
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(f"{yl}: label {int(y[i])} at index {i} is out of range 0..9"
-                            + (f" ({bad.size} such labels)" if bad.size > 1 else ""))
-        out += [x, y.astype(np.int64)]
-    return tuple(out)
+        check_split(arrays[f"{split}_images"], arrays[f"{split}_labels"],
+                    labels[f"{split}_images"], labels[f"{split}_labels"], n_classes)
+    check_same_size(arrays["train_images"], arrays["test_images"], labels["train_images"],
+                    labels["test_images"], usual=IMAGE_SIZE)
+    return tuple(arrays[f"{split}_{kind}"].astype(np.int64) if kind == "labels"
+                 else arrays[f"{split}_{kind}"]
+                 for split in ("train", "test") for kind in ("images", "labels"))
+
+
+# EMNIST-style names: PREFIX-train-images-idx3-ubyte, PREFIX-test-labels-idx1-ubyte, ...
+_PREFIXED = re.compile(r"^(?P<prefix>.+-)train-images-idx3-ubyte(?:\.gz)?$")
+
+
+def _prefixed_files(directory: Path, prefix: str) -> dict[str, Path | None]:
+    return {f"{split}_{kind}": _find(directory, f"{prefix}{split}-{kind}-idx{nd}-ubyte")
+            for split in ("train", "test") for kind, nd in (("images", 3), ("labels", 1))}
 
 
 def load_mnist_dir(directory: str | os.PathLike) -> Dataset:
-    """Load the four MNIST files (each as ``NAME`` or ``NAME.gz``) from a directory."""
+    """Load MNIST-format IDX files of any image size from a directory: the four MNIST
+    names (each as ``NAME`` or ``NAME.gz``; MNIST, Fashion-MNIST and KMNIST ship so; 10
+    classes), or EMNIST-style ``PREFIX-train-images-idx3-ubyte`` ... (the classes come
+    from the labels; ``DIR/PREFIX`` picks one set where a directory holds several)."""
     d = Path(directory).expanduser()
     label = _label(directory)
+    prefix = None
+    if not d.exists() and d.parent.is_dir() and d.name and \
+            _find(d.parent, f"{d.name}-train-images-idx3-ubyte"):
+        d, prefix = d.parent, f"{d.name}-"
     if not d.exists():
-        raise DataError(f"{label}: no such directory (expected a directory holding the four "
-                        f"MNIST files, or --data sample / --data mnist)")
+        raise DataError(f"{label}: no such directory (expected a directory of MNIST-"
+                        f"format IDX files, a CIFAR-10 binary directory, an image folder, "
+                        f"a .npz file, or --data sample / --data mnist)")
     if not d.is_dir():
-        raise DataError(f"{label}: is a file, not a directory holding the four MNIST files")
+        raise DataError(f"{label}: is a file, not a directory holding the four MNIST files "
+                        f"(nor a .npz file)")
     found = {role: _find(d, name) for role, name in MNIST_FILES.items()}
     missing = [f"{MNIST_FILES[r]}[.gz]" for r, p in found.items() if p is None]
-    if len(missing) == len(MNIST_FILES):
+    n_classes: int | None = N_CLASSES
+    if prefix is None and len(missing) == len(MNIST_FILES):
+        prefixes = sorted({m["prefix"] for f in os.listdir(d) if (m := _PREFIXED.match(f))})
+        if len(prefixes) > 1:
+            raise DataError(f"{label}: holds {len(prefixes)} IDX data sets ("
+                            f"{', '.join(p[:-1] for p in prefixes)}): pick one with --data "
+                            f"{Path(label) / prefixes[0][:-1]}")
+        prefix = prefixes[0] if prefixes else None
+    if prefix is not None:
+        found, n_classes = _prefixed_files(d, prefix), None
+        missing = [f"{prefix}{r.replace('_', '-')}-idx{3 if 'images' in r else 1}-ubyte[.gz]"
+                   for r, p in found.items() if p is None]
+    elif len(missing) == len(MNIST_FILES):
         raise DataError(f"{label}: no MNIST files in this directory (expected "
                         f"{', '.join(missing)})")
     if missing:
         raise DataError(f"{label}: missing {', '.join(missing)}")
     paths = {r: p for r, p in found.items() if p is not None}
-    tx, ty, vx, vy = _load_four(paths, {r: _label(p) for r, p in paths.items()})
+    tx, ty, vx, vy = _load_four(paths, {r: _label(p) for r, p in paths.items()}, n_classes)
+    k = N_CLASSES if n_classes else classes_from_labels(ty, vy)
+    what = "MNIST files" if prefix is None else f"IDX files {prefix}*"
     return Dataset(tx, ty, vx, vy, name=str(directory),
-                   description=f"MNIST files in {d} ({len(tx)} train / {len(vx)} test)")
+                   description=f"{what} in {d} ({len(tx)} train / {len(vx)} test, "
+                               f"{tx.shape[1]}x{tx.shape[2]}, {k} classes)", n_classes=k)
 
 
 def load_sample() -> Dataset:
@@ -307,7 +205,10 @@ def mnist_in_cache() -> bool:
 
 def load_data(source: str | os.PathLike | None = None) -> Dataset:
     """``None``: full MNIST from the cache if there, else the sample; ``"sample"``;
-    ``"mnist"`` (the cache; an error if absent); anything else: a directory path."""
+    ``"mnist"`` (the cache; an error if absent); anything else a path, by what it is:
+    a ``.npz`` file (:mod:`convprop.data.npz`), a CIFAR-10 binary directory
+    (:mod:`convprop.data.cifar`), an image folder with ``train/`` and ``test/``
+    (:mod:`convprop.data.folder`), else a directory of MNIST-format IDX files."""
     if source is None:
         if mnist_in_cache():
             return _from_cache()
@@ -325,8 +226,10 @@ def load_data(source: str | os.PathLike | None = None) -> Dataset:
                                 f"holding the four MNIST files")
             return _from_cache()
         if not source.strip():
-            raise DataError("empty --data value: give 'sample', 'mnist' or a directory")
-    return load_mnist_dir(source)
+            raise DataError("empty --data value: give 'sample', 'mnist', a directory or a "
+                            ".npz file")
+    other = sources.load_other(source)
+    return other if other is not None else load_mnist_dir(source)
 
 
 def _from_cache() -> Dataset:

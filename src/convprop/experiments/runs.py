@@ -281,7 +281,8 @@ def _is_number(text: str) -> bool:
 
 
 def parse_data(text: str | None) -> list[str]:
-    """``--data`` values: ``sample``, ``mnist`` or directories (made absolute); none
+    """``--data`` values: ``sample``, ``mnist``, directories or ``.npz`` files (made
+    absolute); none
     given: full MNIST if cached, else the sample."""
     from convprop.data.mnist import mnist_in_cache
 
@@ -293,9 +294,9 @@ def parse_data(text: str | None) -> list[str]:
             out.append(item)
         else:
             p = Path(item).expanduser()
-            if not p.is_dir():
-                raise ConvpropError(f"--data: {item!r} is not a directory (nor 'sample' or "
-                                    f"'mnist')")
+            if not p.is_dir() and not (p.is_file() and p.suffix.lower() == ".npz"):
+                raise ConvpropError(f"--data: {item!r} is not a directory or .npz file (nor "
+                                    f"'sample' or 'mnist')")
             out.append(str(p.resolve()))
     return _unique(out)
 

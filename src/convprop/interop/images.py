@@ -16,6 +16,11 @@ same to any picture of a single digit:
 
 A 28 x 28 picture that already looks like MNIST (grey, light on a dark border) passes
 through untouched, so an MNIST image written as PNG gives back its exact bytes.
+
+:func:`load_image_for` picks what a model needs: this MNIST conversion for grey models
+(resized to the model's H x W when that is not 28 x 28; a picture already of the
+model's size is used as it is), and for colour models the RGB pixels, only resized to
+the model's input (no grey, no inversion, no centring).
 """
 
 from __future__ import annotations
@@ -99,9 +104,55 @@ def load_digit(path: str | os.PathLike, always_preprocess: bool = False) -> np.n
     return prepare(read_grey(path), always_preprocess, name=str(path))
 
 
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The image at ``path`` as uint8 (H, W, 3) RGB, transparent pixels over white.
+    Raises ImageError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    read_grey(path)  # the same checks and messages for missing / empty / corrupt files
+    with Image.open(path) as img:
+        try:
+            img.load()
+            rgba = img.convert("RGBA")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"{path}: cannot decode image ({short_reason(exc)})") from None
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+
+
+def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) resized to (h, w) (Lanczos), still uint8."""
+    from PIL import Image
+
+    if a.shape[:2] == (h, w):
+        return a
+    img = Image.fromarray(np.ascontiguousarray(a))
+    return np.asarray(img.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def load_image_for(net, path: str | os.PathLike,
+                   always_preprocess: bool = False) -> np.ndarray:
+    """One image file as the input ``net`` takes: uint8 (H, W) for a grey model (MNIST
+    conversion, see the module docstring), uint8 (C, H, W) for a colour one (RGB resized
+    to H x W; C must be 3)."""
+    c, h, w = net.input_shape
+    if c == 1:
+        if (h, w) == (SIZE, SIZE):
+            return load_digit(path, always_preprocess)
+        grey = read_grey(path)
+        if grey.shape == (h, w) and not always_preprocess:
+            return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+        return _resize(prepare(grey, always_preprocess, name=str(path)), h, w)
+    if c != 3:
+        raise ImageError(f"{path}: image files give 1 (grey) or 3 (RGB) channels, the model "
+                         f"takes {c}")
+    return _resize(read_rgb(path), h, w).transpose(2, 0, 1).copy()
+
+
 def scores(net, images: np.ndarray) -> np.ndarray:
-    """Network outputs (N, n_outputs) for uint8 images (N, 28, 28), scaled to [0, 1] with
-    exactly the operations of the data loader (``x = u8.astype(dtype); x *= 1/255``)."""
+    """Network outputs (N, n_outputs) for uint8 images (N, H, W) or (N, C, H, W), scaled
+    to [0, 1] with exactly the operations of the data loader
+    (``x = u8.astype(dtype); x *= 1/255``)."""
     x = np.asarray(images).astype(net.dtype)
     x *= 1.0 / 255
     return net.forward(x)

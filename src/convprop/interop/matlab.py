@@ -111,11 +111,16 @@ def export_matlab(net: Network, path: str | os.PathLike, version: str = "7") -> 
         faults.append(f"{net.input_shape[0]} input channels")
     faults += [f"max-pooling ({name})" for name, layer in zip(net.layer_names, net.layers)
                if layer.kind == "pool" and not isinstance(layer, MeanPool)]
-    extra = [k for k in net.params if k.rsplit(".", 1)[-1] not in ("weight", "bias")]
+    fc = [name for name, layer in zip(net.layer_names, net.layers) if layer.kind == "fc"]
+    if fc:
+        faults.append(f"hidden fully connected layers ({', '.join(fc)})")
+    extra = [k for k in net.params if k.rsplit(".", 1)[-1] not in ("weight", "bias")
+             and not k.startswith("fc")]
     faults += [f"parameter {k}" for k in extra]
     if faults:
         raise ModelError(f"the DeepLearnToolbox supports sigmoid conv layers, mean-pooling "
-                         f"and one grey input only; this network has {', '.join(faults)}")
+                         f"and one grey input only (no colour, no hidden fully connected "
+                         f"layers); this network has {', '.join(faults)}")
     layers = [{"type": "i"}]
     maps = 1
     for name, layer in zip(net.layer_names, net.layers):

@@ -4,9 +4,11 @@ An uncompressed NumPy ``.npz`` archive (a zip of ``.npy`` arrays), read with
 ``allow_pickle=False`` so loading never executes code from the file:
 
 - ``__meta__``: a 0-d unicode array holding JSON: ``format`` ("convprop-model"),
-  ``version`` (1), ``spec``, ``activation``, ``input_shape`` (C, H, W), ``n_outputs``,
-  ``dtype``, ``loss``, ``params`` (parameter names in order), ``config`` (the training
-  options) and ``summary`` (the training outcome), the last two possibly empty;
+  ``version`` (2), ``spec``, ``activation``, ``input_shape`` (C, H, W; C = 3 for
+  colour), ``n_outputs``, ``dtype``, ``loss``, ``params`` (parameter names in order),
+  ``class_names`` (one string per output, or null: the classes are then 0..K-1),
+  ``config`` (the training options) and ``summary`` (the training outcome), the last
+  two possibly empty.  Version 1 files (no ``class_names``) still load;
 - ``param/<name>``: each entry of ``Network.params``, e.g. ``param/conv1.weight``
   (an activation with learnable parameters adds its own, e.g. ``param/conv1.alpha``).
 
@@ -31,7 +33,8 @@ from convprop.fileio import write_npz
 from convprop.maths.network import Network
 
 FORMAT = "convprop-model"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 1: before class names (and colour / fc layers)
 META = "__meta__"
 PREFIX = "param/"
 _FIELDS = {"spec": str, "activation": str, "input_shape": list, "n_outputs": int,
@@ -58,6 +61,7 @@ def save_model(net: Network, path: str | os.PathLike, config: dict | None = None
         "dtype": net.dtype.name,
         "loss": net.loss.name,
         "params": list(net.params),
+        "class_names": _class_names(net),
         "config": _json_safe(config or {}),
         "summary": _json_safe(summary or {}),
     }
@@ -103,7 +107,25 @@ def load_model(path: str | os.PathLike) -> Network:
             target[...] = arr
     net.config = meta.get("config") or {}
     net.summary = meta.get("summary") or {}
+    net.class_names = meta.get("class_names")
     return net
+
+
+def _class_names(net: Network) -> list[str] | None:
+    names = getattr(net, "class_names", None)
+    if names is None:
+        return None
+    names = [str(n) for n in names]
+    if len(names) != net.n_outputs:
+        raise ConvpropError(f"{len(names)} class names for a network with {net.n_outputs} "
+                            f"outputs")
+    return names
+
+
+def class_label(net: Network, k: int) -> str:
+    """Class ``k``'s name when the model has names, else ``k`` as text."""
+    names = getattr(net, "class_names", None)
+    return str(names[k]) if names else str(k)
 
 
 def describe_model(net: Network) -> dict[str, Any]:
@@ -112,7 +134,7 @@ def describe_model(net: Network) -> dict[str, Any]:
     connected layer between the same maps would need C·H·W · C'·H'·W' weights."""
     rows, shape = [], net.input_shape
     for name, layer in zip(net.layer_names, net.layers):
-        out = layer.output_shape(shape) if layer.kind != "dense" else (layer.n_out,)
+        out = layer.output_shape(shape)
         n_w = int(layer.params["weight"].size) if "weight" in layer.params else 0
         fc = int(np.prod(shape)) * int(np.prod(out)) if layer.kind == "conv" else None
         rows.append({"name": name, "kind": layer.kind, "input_shape": list(shape),
@@ -123,6 +145,7 @@ def describe_model(net: Network) -> dict[str, Any]:
     return {"spec": net.spec, "activation": net.activation.name,
             "input_shape": list(net.input_shape), "n_outputs": net.n_outputs,
             "dtype": net.dtype.name, "loss": net.loss.name, "layers": rows,
+            "class_names": getattr(net, "class_names", None),
             "total_params": net.n_params, "config": getattr(net, "config", {}),
             "summary": getattr(net, "summary", {})}
 
@@ -182,9 +205,10 @@ def _meta(archive, path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: not a convprop model file (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READABLE or isinstance(meta.get("version"), bool):
         raise ModelError(f"{path}: model format version {meta.get('version')!r} is not "
-                         f"supported (this convprop reads version {VERSION})")
+                         f"supported (this convprop reads versions "
+                         f"{', '.join(map(str, READABLE))})")
     for field, kind in _FIELDS.items():
         if field not in meta:
             raise ModelError(f"{path}: metadata lacks field {field!r}")
@@ -194,6 +218,11 @@ def _meta(archive, path) -> dict[str, Any]:
     for field in ("config", "summary"):
         if not isinstance(meta.get(field, {}), dict):
             raise ModelError(f"{path}: metadata field {field!r} should be an object")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != meta["n_outputs"]
+                              or not all(isinstance(n, str) for n in names)):
+        raise ModelError(f"{path}: metadata field 'class_names' should be null or a list of "
+                         f"{meta['n_outputs']} strings, got {str(names)[:80]}")
     return meta
 
 

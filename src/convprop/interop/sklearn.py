@@ -9,15 +9,17 @@ Needs the optional extra ``pip install 'convprop[sklearn]'`` (scikit-learn).
 The parameters are the options of ``convprop train``, derived from
 :class:`~convprop.training.config.TrainConfig` (``spec``, ``activation``, ``lr``,
 ``batch_size``, ``epochs`` or ``iterations``, ``seed``, ``dtype``, ``loss``,
-``optimizer``, ``init``, ``momentum``, ``betas``), keyword-only.  X is (n, H, W)
-images or (n, features) rows: a row of H·W = s² features is an s x s image (784 ->
-28 x 28, row-major as MNIST); any other feature count is zero-padded into the smallest
-square, so the estimator also runs on tabular data (the conv layers then see the
-features laid out in a grid).  uint8 X is scaled by 1/255 like the MNIST loader;
-other X is used as given (MNIST-like data should be in [0, 1]).  Labels may be any
-values (``classes_``); the network has one output per class.  A batch larger than the
-training set shrinks to the training set.  ``predict_proba`` is the network's outputs
-normalised to sum to 1 per row.
+``optimizer``, ``init``, ``momentum``, ``betas``), keyword-only, plus ``input_shape``.
+X is (n, H, W) grey or (n, C, H, W) colour images, or (n, features) rows: with
+``input_shape=(C, H, W)`` (or (H, W)) each row is one such image flattened (channel,
+row, column); without it a row of H·W = s² features is an s x s image (784 -> 28 x 28,
+row-major as MNIST); any other feature count is zero-padded into the smallest square,
+so the estimator also runs on tabular data (the conv layers then see the features laid
+out in a grid).  uint8 X is scaled by 1/255 like the MNIST loader; other X is used as
+given (MNIST-like data should be in [0, 1]).  Labels may be any values (``classes_``);
+the network has one output per class.  A batch larger than the training set shrinks to
+the training set.  ``predict_proba`` is the network's outputs normalised to sum to 1
+per row.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def estimator_fields() -> list:
 def _init(self, **params) -> None:
     for f in estimator_fields():
         setattr(self, f.name, params.get(f.name, default_of(f)))
+    self.input_shape = params.get("input_shape")
 
 
 # The estimator's parameters are TrainConfig's (scikit-learn reads them from __init__'s
@@ -56,16 +59,18 @@ def _init(self, **params) -> None:
 _init.__signature__ = inspect.Signature(
     [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     + [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default_of(f))
-       for f in estimator_fields()])
+       for f in estimator_fields()]
+    + [inspect.Parameter("input_shape", inspect.Parameter.KEYWORD_ONLY, default=None)])
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
     """The paper's CNN as a scikit-learn classifier (fit, predict, predict_proba, score).
 
     Parameters are the options of ``convprop train`` (:class:`TrainConfig`'s fields but
-    ``data`` and ``diagnostics``), all keyword-only; see the module docstring for how X
-    is read.  Fitted attributes: ``classes_``, ``n_features_in_``, ``image_shape_``
-    (H, W), ``network_`` (the trained :class:`~convprop.Network`) and ``train_result_``."""
+    ``data`` and ``diagnostics``) and ``input_shape``, all keyword-only; see the module
+    docstring for how X is read.  Fitted attributes: ``classes_``, ``n_features_in_``,
+    ``image_shape_`` (H, W) or (C, H, W), ``network_`` (the trained
+    :class:`~convprop.Network`) and ``train_result_``."""
 
     __init__ = _init
 
@@ -104,13 +109,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(out).astype(np.float64)
 
     def _validate(self, X, y=None, reset: bool = False):
-        """Validate X (and y, when fitting); return float images (n, H, W), y, (H, W)."""
+        """Validate X (and y, when fitting); return float images (n, H, W) or
+        (n, C, H, W), y, and the image shape."""
+        from convprop.errors import ConvpropError
+
         raw = X
-        if hasattr(raw, "ndim") and raw.ndim == 3:  # (n, H, W): flatten, remember shape
+        if hasattr(raw, "ndim") and raw.ndim in (3, 4):  # images: flatten, remember shape
             image_shape = tuple(int(d) for d in raw.shape[1:])
             raw = np.asarray(raw).reshape(len(raw), -1)
         else:
             image_shape = None
+        if self.input_shape is not None:
+            given = tuple(int(d) for d in self.input_shape)
+            if len(given) not in (2, 3) or min(given) < 1:
+                raise ConvpropError(f"input_shape must be (H, W) or (C, H, W), got "
+                                    f"{self.input_shape!r}")
+            if image_shape is not None and math.prod(image_shape) != math.prod(given):
+                raise ConvpropError(f"X has images of shape {image_shape}, input_shape is "
+                                    f"{given}")
+            image_shape = given
         uint8 = getattr(raw, "dtype", None) == np.uint8
         dtype = np.uint8 if uint8 else np.float64
         if reset:
@@ -124,7 +141,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 s = math.isqrt(d - 1) + 1 if d > 1 else 1
                 image_shape = (s, s)
             self.image_shape_ = image_shape
-        h, w = self.image_shape_
-        if X.shape[1] < h * w:  # features padded into the smallest square
-            X = np.hstack([X, np.zeros((len(X), h * w - X.shape[1]))])
-        return X.reshape(len(X), h, w), y, (h, w)
+        shape = self.image_shape_
+        size = math.prod(shape)
+        if self.input_shape is not None and X.shape[1] != size:
+            raise ConvpropError(f"X has {X.shape[1]} features, input_shape "
+                                f"{tuple(self.input_shape)} needs {size}")
+        if X.shape[1] < size:  # features padded into the smallest square
+            X = np.hstack([X, np.zeros((len(X), size - X.shape[1]))])
+        return X.reshape(len(X), *shape), y, shape

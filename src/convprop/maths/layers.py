@@ -74,7 +74,10 @@ class Conv:
     a_j = f(z_j),  z_j = Σ_i a_i ⋆ w_ji + b_j  (⋆ = cross-correlation).
 
     ``weight`` is (out_maps, in_maps, k, k) in cross-correlation orientation (as
-    PyTorch's Conv2d); the toolbox's kernel for the same layer is its 180° rotation."""
+    PyTorch's Conv2d); the toolbox's kernel for the same layer is its 180° rotation.
+    For the first layer the input maps are the image's C channels (3 for RGB): the sum
+    over i in z_j, and equation (13)'s ∂C/∂k_ij (one kernel per channel and map), run
+    over them as over any layer's input maps."""
 
     kind = "conv"
 
@@ -212,7 +215,10 @@ class MaxPool(_Pool):
 
 
 class Dense:
-    """Fully connected output layer: o = f(W x + b), x the flattened feature maps.
+    """Fully connected layer: o = f(W x + b), x the flattened feature maps (or the units
+    of the fc layer below).  ``kind`` is ``"dense"`` for the output layer and ``"fc"``
+    for a hidden one, whose f is the network's activation (a learnable one with its own
+    parameters, one per unit for ``:map`` scope, (n_out,), or one per layer, (1,)).
 
     ``weight`` is (n_outputs, features) with features in (map, row, column) order
     (PyTorch's ``flatten``); the toolbox's ``ffW`` orders each map column-major.
@@ -220,13 +226,20 @@ class Dense:
 
     kind = "dense"
 
-    def __init__(self, n_in: int, n_out: int, activation: Activation, dtype: np.dtype):
-        self.n_in, self.n_out = n_in, n_out
+    def __init__(self, n_in: int, n_out: int, activation: Activation, dtype: np.dtype,
+                 kind: str = "dense"):
+        self.n_in, self.n_out, self.kind = n_in, n_out, kind
         self.activation = activation
+        if getattr(activation, "params", None):
+            activation.map_axis = 0  # z is (n_out, N) inside the layer
         self.params = {
             "weight": np.zeros((n_out, n_in), dtype=dtype),
             "bias": np.zeros(n_out, dtype=dtype),
         }
+        self.params.update(getattr(activation, "params", None) or {})
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int]:
+        return (self.n_out,)
 
     def forward(self, x, keep: bool = True):
         """x (C, H, W, N) or (features, N) -> o (n_out, N)."""
@@ -242,10 +255,14 @@ class Dense:
         - Equation (4): δ^L = dL/do ∘ f'(z^L), dL/do = (o - y)/N from the loss (2).
         - Equation (9): ∂C/∂W = δ^L (fv)^T;  equation (10): ∂C/∂b = Σ_n δ^L.
         - Equation (8) without its f': W^T δ^L, reshaped back into the feature maps
-          (the toolbox's ``fvd``); the layer below applies f' if it has one."""
+          (the toolbox's ``fvd``); the layer below applies f' if it has one.
+        A hidden fc layer is the same with δ^l = f'(z^l) ∘ dL/da^l (equation 8).  A
+        learnable activation adds ``act.param_grads(z, o, dL/do, map_axis=0)``."""
         x_shape, fv, z, o = cache
         delta = do * self.activation.derivative(z, o)
         grads = {"weight": delta @ fv.T, "bias": delta.sum(axis=1)}
+        if getattr(self.activation, "params", None):
+            grads.update(self.activation.param_grads(z, o, do, 0))
         dx = (self.params["weight"].T @ delta).reshape(x_shape) if need_dx else None
         return dx, grads
 

@@ -2,16 +2,24 @@
 
 ``6c5-2s-12c5-2s`` reads as DeepLearnToolbox's ``cnnsetup`` layers: ``Nc K`` a
 convolution to N maps with a K x K kernel, ``Ss`` mean-pooling with scale S,
-``Sm`` max-pooling with scale S; a fully connected output layer always follows.
+``Sm`` max-pooling with scale S; ``Nf`` a hidden fully connected layer of N units with
+the network's activation (after every conv/pool layer; ``300f-100f`` alone is a
+multilayer perceptron); a fully connected output layer always follows.
+
+The input is (C, H, W): C maps of H x W, e.g. (3, 32, 32) for RGB; (H, W) means one
+grey channel.  A conv layer's equation (13) then sums over the C input maps.
 
 Parameters (``Network.params``, in layer order):
 
 - ``conv{i}.weight`` (out_maps, in_maps, k, k), cross-correlation orientation,
   ``conv{i}.bias`` (out_maps,), i = 1, 2, ... counting conv layers only;
+- ``fc{i}.weight`` (N, inputs), ``fc{i}.bias`` (N,), i = 1, 2, ... counting fc
+  layers, inputs the flattened maps (map, row, column) or the previous fc layer's units;
 - ``out.weight`` (n_outputs, features), ``out.bias`` (n_outputs,), features in
   (map, row, column) order;
 - with a learnable activation (``prelu``, ``tanh-linear-learned``), also
-  ``conv{i}.alpha`` or ``conv{i}.k``, (out_maps,) per map or (1,) per layer.
+  ``conv{i}.alpha`` or ``conv{i}.k``, (out_maps,) per map or (1,) per layer, and
+  ``fc{i}.alpha`` / ``fc{i}.k``, (N,) per unit or (1,) per layer.
 """
 
 from __future__ import annotations
@@ -36,12 +44,15 @@ DEFAULT_SPEC = "6c5-2s-12c5-2s"
 DTYPES = ("float32", "float64")
 INITS = ("dlt", "he")
 
-_TOKEN = re.compile(r"^(?:(?P<maps>\d{1,9})c(?P<k>\d{1,9})|(?P<scale>\d{1,9})(?P<pool>[sm]))$")
+_TOKEN = re.compile(r"^(?:(?P<maps>\d{1,9})c(?P<k>\d{1,9})|(?P<scale>\d{1,9})(?P<pool>[sm])"
+                    r"|(?P<units>\d{1,9})f)$")
 
 
 def parse_spec(spec: str) -> list[tuple[str, int, int]]:
-    """``"6c5-2s"`` -> ``[("conv", 6, 5), ("mean", 2, 0)]``; pooling entries are
-    ``("mean" | "max", scale, 0)``.  Raises SpecError naming the bad token."""
+    """``"6c5-2s-100f"`` -> ``[("conv", 6, 5), ("mean", 2, 0), ("fc", 100, 0)]``;
+    pooling entries are ``("mean" | "max", scale, 0)``, hidden fully connected layers
+    ``("fc", units, 0)``.  Raises SpecError naming the bad token, or a conv/pool layer
+    after an fc layer (its units have no maps to convolve)."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"architecture spec must be a non-empty string like "
                         f"'{DEFAULT_SPEC}', got {spec!r}")
@@ -50,7 +61,16 @@ def parse_spec(spec: str) -> list[tuple[str, int, int]]:
         m = _TOKEN.match(token.strip())
         if m is None:
             raise SpecError(f"bad layer {token!r} in spec {spec!r}: expected e.g. '6c5' "
-                            f"(6 maps, 5x5 kernel), '2s' (mean-pool 2) or '2m' (max-pool 2)")
+                            f"(6 maps, 5x5 kernel), '2s' (mean-pool 2), '2m' (max-pool 2) "
+                            f"or '100f' (fully connected, 100 units)")
+        if m["units"] is not None:
+            if int(m["units"]) < 1:
+                raise SpecError(f"bad layer {token!r} in spec {spec!r}: units must be >= 1")
+            layers.append(("fc", int(m["units"]), 0))
+            continue
+        if layers and layers[-1][0] == "fc":
+            raise SpecError(f"bad layer {token!r} in spec {spec!r}: conv and pooling layers "
+                            f"must come before the fully connected ('f') layers")
         if m["maps"] is not None:
             maps, k = int(m["maps"]), int(m["k"])
             if maps < 1 or k < 1:
@@ -147,7 +167,8 @@ class Trace:
 
 
 class Network:
-    """A CNN: conv/pool layers from a spec, then a fully connected output layer.
+    """A CNN: conv/pool layers and hidden fully connected layers from a spec, then a
+    fully connected output layer.
 
     Build it with :meth:`from_spec`; ``forward`` gives outputs, ``loss_and_grads`` the
     loss and every parameter's gradient by back-propagation (equations 1-14)."""
@@ -174,8 +195,19 @@ class Network:
 
         self.layers: list[Any] = []
         self.layer_names: list[str] = []
-        counts = {"conv": 0, "pool": 0}
+        self.class_names: list[str] | None = None  # set from the data set / model file
+        counts = {"conv": 0, "pool": 0, "fc": 0}
+        n_in = 0
         for kind, a, b in parse_spec(spec):
+            if kind == "fc":
+                n_in = int(np.prod(shape)) if not n_in else n_in
+                layer = Dense(n_in, a, self.activation.for_layer(a, self.dtype), self.dtype,
+                              kind="fc")
+                counts["fc"] += 1
+                self.layers.append(layer)
+                self.layer_names.append(f"fc{counts['fc']}")
+                n_in = a
+                continue
             c, h, w = shape
             if kind == "conv":
                 if b > h or b > w:
@@ -196,8 +228,8 @@ class Network:
             shape = layer.output_shape(shape)
             self.layers.append(layer)
             self.layer_names.append(name)
-        self.feature_shape = shape
-        n_features = int(np.prod(shape))
+        self.feature_shape = shape  # the last conv/pool layer's maps (C, H, W)
+        n_features = n_in or int(np.prod(shape))
         out_act = get_activation(self.loss.output_activation)
         self.layers.append(Dense(n_features, self.n_outputs, out_act, self.dtype))
         self.layer_names.append("out")
@@ -228,7 +260,8 @@ class Network:
         """``dlt``: DeepLearnToolbox's ``cnnsetup``: weights uniform in
         ±sqrt(6/(fan_in+fan_out)), conv fan_in = in_maps·k², fan_out = out_maps·k².
         ``he`` (He et al. 2015, as PyTorch's ``kaiming_uniform_`` with gain sqrt 2):
-        uniform in ±sqrt(6/fan_in), variance 2/fan_in.  Biases 0; learnable activation
+        uniform in ±sqrt(6/fan_in), variance 2/fan_in.  Fully connected layers (hidden
+        and output): fan_in = inputs, fan_out = units.  Biases 0; learnable activation
         parameters back to their initial value."""
         if init not in INITS:
             raise SpecError(f"unknown init {init!r} (known: {', '.join(INITS)})")
@@ -237,7 +270,7 @@ class Network:
             if not layer.params:
                 continue
             w = layer.params["weight"]
-            if layer.kind == "conv":
+            if layer.kind == "conv":  # fc and dense: n_in, n_out
                 fan_in, fan_out = layer.in_maps * layer.k ** 2, layer.out_maps * layer.k ** 2
             else:
                 fan_in, fan_out = layer.n_in, layer.n_out
@@ -432,7 +465,7 @@ class Network:
         """One dict per layer: name, kind, output shape, parameter count."""
         rows, shape = [], self.input_shape
         for name, layer in zip(self.layer_names, self.layers):
-            shape = layer.output_shape(shape) if layer.kind != "dense" else (layer.n_out,)
+            shape = layer.output_shape(shape)
             rows.append({"name": name, "kind": layer.kind, "output_shape": shape,
                          "params": int(sum(p.size for p in layer.params.values()))})
         return rows

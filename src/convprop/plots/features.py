@@ -36,7 +36,7 @@ class LayerMaps:
 
 @dataclass
 class FeatureData:
-    image: np.ndarray  # (H, W) network input in [0, 1]
+    image: np.ndarray  # (H, W) grey or (C, H, W) colour network input in [0, 1]
     label: int
     predicted: int
     outputs: np.ndarray  # (n_outputs,)
@@ -45,8 +45,9 @@ class FeatureData:
 
 
 def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureData:
-    """Trace one image (uint8 (28, 28) as MNIST, or floats in [0, 1]) through ``net``
-    for ``label`` (default: the predicted digit) and collect maps and errors."""
+    """Trace one image (uint8 (H, W) grey or (C, H, W) colour, or floats in [0, 1])
+    through ``net`` for ``label`` (default: the predicted class) and collect maps and
+    errors.  Hidden fc layers keep their units as ``a`` and δ (equation 8)."""
     img = np.asarray(image)
     x = img.astype(net.dtype)
     if img.dtype == np.uint8:
@@ -56,7 +57,7 @@ def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureDat
     if label is None:
         label = predicted
     if not (isinstance(label, (int, np.integer)) and 0 <= label < net.n_outputs):
-        raise ConvpropError(f"label must be a digit 0..{net.n_outputs - 1}, got {label!r}")
+        raise ConvpropError(f"label must be a digit/class 0..{net.n_outputs - 1}, got {label!r}")
     tr = net.trace(x[None], np.array([label]))
     layers = []
     for rec in tr.layers:
@@ -64,7 +65,7 @@ def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureDat
             error, what = rec.d_out[0], "dL/da (eq. 12)"
         else:
             error = rec.delta[0]
-            what = "δ (eq. 11)" if rec.kind == "conv" else "δ (eq. 4)"
+            what = {"conv": "δ (eq. 11)", "fc": "δ (eq. 8)"}.get(rec.kind, "δ (eq. 4)")
         kernels = net.params[f"{rec.name}.weight"] if rec.kind == "conv" else None
         layers.append(LayerMaps(rec.name, rec.kind, rec.a[0], error, what,
                                 None if kernels is None else np.array(kernels)))
@@ -79,12 +80,13 @@ def plot_features(data: FeatureData, path: str | os.PathLike, title: str = "") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    maps = [lm for lm in data.layers if lm.kind != "dense"]
+    maps = [lm for lm in data.layers if lm.kind not in ("dense", "fc")]
     ncols = max([12] + [lm.a.shape[0] for lm in maps])
     strips = [("top", 1.6)]
     for lm in maps:
         if lm.kernels is not None:
-            strips.append((("kernels", lm), 0.9 * min(lm.kernels.shape[1], 6)))
+            rows = 1 if _rgb(lm) else min(lm.kernels.shape[1], 6)
+            strips.append((("kernels", lm), 0.9 * rows))
         strips += [(("a", lm), 1.0), (("error", lm), 1.0)]
     fig = plt.figure(figsize=(ncols * 0.9 + 1.5, sum(h for _, h in strips) * 0.95 + 0.6),
                      layout="constrained")
@@ -107,7 +109,10 @@ def _top(fig, spec, data: FeatureData) -> None:
     out = next(lm for lm in data.layers if lm.kind == "dense")
     gs = spec.subgridspec(1, 3, width_ratios=[1, 2, 2])
     ax = fig.add_subplot(gs[0])
-    ax.imshow(data.image, cmap="gray", vmin=0, vmax=1)
+    if data.image.ndim == 3 and data.image.shape[0] == 3:
+        ax.imshow(data.image.transpose(1, 2, 0).clip(0, 1))
+    else:
+        ax.imshow(data.image.reshape(data.image.shape[-2:]), cmap="gray", vmin=0, vmax=1)
     ax.set_title("input", fontsize=9)
     ax.axis("off")
     digits = np.arange(len(out.a))
@@ -150,9 +155,20 @@ def _colour_scale(fig, image, axes) -> None:
 
 def _kernels(fig, spec, lm: LayerMaps, ncols: int) -> None:
     w = lm.kernels  # (out, in, k, k)
+    v = float(np.abs(w).max()) or 1.0
+    if _rgb(lm):  # a colour input: each kernel as one RGB patch, grey = 0
+        gs = spec.subgridspec(1, ncols)
+        for j in range(w.shape[0]):
+            ax = fig.add_subplot(gs[0, j])
+            ax.imshow((w[j].transpose(1, 2, 0) / (2 * v) + 0.5).clip(0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"{lm.name}: RGB kernels\n(grey = 0)", fontsize=8, rotation=0,
+                              ha="right", va="center")
+        return
     rows = min(w.shape[1], 6)
     gs = spec.subgridspec(rows, ncols)
-    v = float(np.abs(w).max()) or 1.0
     axes = []
     for i in range(rows):
         for j in range(w.shape[0]):
@@ -166,3 +182,8 @@ def _kernels(fig, spec, lm: LayerMaps, ncols: int) -> None:
                 ax.set_ylabel(f"{lm.name}: kernels{more}\nrow = input map", fontsize=8,
                               rotation=0, ha="right", va="center")
     _colour_scale(fig, image, axes)
+
+
+def _rgb(lm: LayerMaps) -> bool:
+    """The first conv layer of a colour network: its kernels read R, G and B."""
+    return lm.kernels is not None and lm.kernels.shape[1] == 3 and lm.name == "conv1"

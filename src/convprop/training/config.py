@@ -193,7 +193,8 @@ def _check_dtype(value: Any) -> None:
 
 def _check_data(value: Any) -> None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise ConvpropError(f"data must be 'sample', 'mnist' or a directory, got {value!r}")
+        raise ConvpropError(f"data must be 'sample', 'mnist', a directory or a .npz file, "
+                            f"got {value!r}")
 
 
 def _check_loss(value: Any) -> None:

@@ -105,9 +105,11 @@ def run_training(config: TrainConfig, out_dir: str | os.PathLike | None = None,
     data = dataset if dataset is not None else load_data(config.data)
     sized = config.with_default_length(getattr(data, "name", None))
     net = Network.from_spec(sized.spec, activation=sized.activation,
-                            input_shape=data.train_x.shape[1:], n_outputs=10,
+                            input_shape=data.train_x.shape[1:],
+                            n_outputs=getattr(data, "n_classes", 10),
                             seed=sized.seed, dtype=sized.dtype, init=sized.init,
                             loss=sized.loss)
+    net.class_names = getattr(data, "class_names", None)  # kept in the model file
     trainer = Trainer(net, data.train_x, data.train_y, sized)  # checks batch size vs data
     if log:
         log(f"data: {data.description}")
@@ -145,8 +147,9 @@ def resume_training(run_dir: str | os.PathLike, overrides: dict[str, Any] | None
                                 f"(start a new run with --out to change it)")
     out = ensure_dir(run_dir, RESULT_FILES)
     data = dataset if dataset is not None else load_data(ckpt.data_source)
-    net = Network(config.spec, config.activation, data.train_x.shape[1:], 10, config.dtype,
-                  config.loss)
+    net = Network(config.spec, config.activation, data.train_x.shape[1:],
+                  getattr(data, "n_classes", 10), config.dtype, config.loss)
+    net.class_names = getattr(data, "class_names", None)
     trainer = Trainer(net, data.train_x, data.train_y, config)
     ckpt.restore(trainer)
     if log:
@@ -245,7 +248,7 @@ def trained_on(net: Network) -> str | None:
     for name in ((summary.get("data") or {}).get("name"), config.get("data")):
         if name in ("sample", "mnist"):
             return name
-        if isinstance(name, str) and Path(name).is_dir():
+        if isinstance(name, str) and Path(name).exists():
             return name
     return None
 
@@ -260,6 +263,10 @@ def evaluate_model(net: Network, data: Any, label: str = "the model") -> Evaluat
     if data.test_y.max(initial=0) >= net.n_outputs:
         raise ConvpropError(f"{label}: the model has {net.n_outputs} outputs, the test "
                             f"set has label {int(data.test_y.max())}")
+    ours, theirs = getattr(net, "class_names", None), getattr(data, "class_names", None)
+    if ours and theirs and list(ours) != list(theirs):
+        raise ConvpropError(f"{label}: the model's classes ({', '.join(ours)}) are not "
+                            f"the data's ({', '.join(theirs)})")
     pred = predict(net, data.test_x)
     wrong = int(np.sum(pred != data.test_y))
     return Evaluation(float(np.mean(pred != data.test_y)), wrong, pred,
