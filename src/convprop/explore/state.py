@@ -70,22 +70,30 @@ def train_default(data: Any, log=None) -> Network:
     return net
 
 
+def default_config() -> dict[str, Any]:
+    return {"spec": DEFAULT_SPEC, "activation": DEFAULT_ACTIVATION, "lr": DEFAULT_LR,
+            "batch_size": DEFAULT_BATCH, "epochs": DEFAULT_EPOCHS, "seed": DEFAULT_SEED,
+            "data": "sample", "dtype": "float32"}
+
+
 def load_default(data: Any, log=None) -> Network:
-    """The cached default model; trained and cached first when absent or unreadable."""
+    """The cached default model; trained and cached first when absent, unreadable or
+    made with other settings (its recorded config differs)."""
     path = default_model_path()
+    config = default_config()
     if path.is_file():
         try:
-            return load_model(path)
+            net = load_model(path)
+            if getattr(net, "config", None) == config:
+                return net
         except ConvpropError as exc:
             if log is not None:
                 log(f"convprop explore: retraining the default model ({exc})")
     net = train_default(data, log)
-    config = {"spec": DEFAULT_SPEC, "activation": DEFAULT_ACTIVATION, "lr": DEFAULT_LR,
-              "batch_size": DEFAULT_BATCH, "epochs": DEFAULT_EPOCHS, "seed": DEFAULT_SEED,
-              "data": "sample", "dtype": "float32"}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_model(net, path, config=config)
+        net.config = config
     except (OSError, ConvpropError) as exc:  # a read-only cache: train again next time
         if log is not None:
             log(f"convprop explore: cannot keep the default model in {path} ({exc})")
