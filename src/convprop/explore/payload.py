@@ -1,8 +1,9 @@
 """What the explorer's JSON API reads and writes: checked images and labels in, a trace out.
 
 An image arrives as 28 x 28 numbers in [0, 1] (used as they are: the network's input)
-or as a PNG data URL (a drawing or an upload), which is decoded and prepared the way
-MNIST was made (:func:`convprop.interop.images.prepare`) and scaled to [0, 1].  Every
+or as a PNG data URL (a drawing or an upload), which is decoded, shrunk to at most
+112 pixels a side (:func:`shrink`), prepared the way MNIST was made
+(:func:`convprop.interop.images.prepare`) and scaled to [0, 1].  Every
 fault is an :class:`ApiError` with a one-line message and the HTTP status to answer.
 
 :func:`trace_payload` turns :meth:`Network.trace` of one image into the JSON the page
@@ -30,6 +31,7 @@ from convprop.maths.network import Network
 
 MAX_BODY = 2_000_000  # bytes of one request body; more is refused with 413
 MAX_SIDE = 2048  # pixels per side of an uploaded PNG
+WORK_SIDE = 112  # larger pictures are first shrunk (block means) to at most this side
 PNG_PREFIX = "data:image/png;base64,"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZE = 28
@@ -90,7 +92,8 @@ def parse_image(value: Any) -> np.ndarray:
 
 
 def _from_png(url: str) -> np.ndarray:
-    """Decode a PNG data URL (never a path) and prepare it as MNIST was made."""
+    """Decode a PNG data URL (never a path), shrink it (:func:`shrink`) and prepare it
+    as MNIST was made."""
     from PIL import Image, UnidentifiedImageError
 
     if not url.startswith(PNG_PREFIX):
@@ -111,7 +114,7 @@ def _from_png(url: str) -> np.ndarray:
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-            grey = np.asarray(img.convert("L"), dtype=np.float64)
+            grey = np.asarray(shrink(img.convert("L")), dtype=np.float64)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
             SyntaxError) as exc:
         raise ApiError(f"'image' PNG cannot be decoded ({' '.join(str(exc).split())[:120]})"
@@ -121,6 +124,15 @@ def _from_png(url: str) -> np.ndarray:
     except ConvpropError as exc:
         raise ApiError(str(exc)) from None
     return u8.astype(np.float64) / 255
+
+
+def shrink(img):
+    """A grey PIL image with its longer side cut to at most :data:`WORK_SIDE` pixels:
+    averaged over k x k blocks, k = ceil(side / WORK_SIDE) (anti-aliased, aspect kept;
+    a 280 x 280 drawing becomes 94 x 94).  The digit ends up in a 20-pixel box anyway;
+    preparing the drawing at full size would take about ten times as long."""
+    k = -(-max(img.size) // WORK_SIDE)
+    return img if k <= 1 else img.reduce(k)
 
 
 def equation(net: Network, i: int) -> str:
@@ -149,13 +161,10 @@ def trace_payload(net: Network, x: np.ndarray, label: int | None) -> dict[str, A
     (8), (11); pooling: the error dL/da it receives, equations (8), (12)), ``equation``,
     ``slope`` f'(z) (layers with an activation) and ``error`` dL/da from above; layers
     with weights add ``weight_grad`` ((out, in, k, k), equation (13), or (n_out, n_in),
-    equation (9)) and ``bias_grad`` (equations (10), (14)).  Without a label the trace
-    still runs (target: the predicted digit) but no error is reported."""
-    target = label if label is not None else None
+    equation (9)) and ``bias_grad`` (equations (10), (14)).  Without a label the same
+    trace runs (its backward half against label 0) but no error is reported."""
     xb = x[None].astype(net.dtype)
-    if target is None:
-        target = int(np.argmax(net.forward(xb)[0]))
-    tr = net.trace(xb, np.array([target]))
+    tr = net.trace(xb, np.array([0 if label is None else label]))
     scores = tr.outputs[0]
     out: dict[str, Any] = {
         "digit": int(np.argmax(scores)),
