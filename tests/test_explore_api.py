@@ -206,6 +206,7 @@ GOOD = np.zeros((28, 28)).tolist()
     (json.dumps({"image": GOOD, "label": 2.5}).encode(), 422, "label must be"),
     (json.dumps({"image": GOOD, "label": True}).encode(), 422, "label must be"),
     (json.dumps({"image": GOOD, "net": "/etc/passwd"}).encode(), 422, "no network"),
+    (json.dumps({"image": GOOD, "net": ["main"]}).encode(), 422, "no network"),
     (json.dumps({"image": "/etc/passwd"}).encode(), 422, "PNG data URL"),
     (json.dumps({"image": "file:///etc/passwd"}).encode(), 422, "PNG data URL"),
     (json.dumps({"image": payload.PNG_PREFIX + "%%%"}).encode(), 422, "base64"),

@@ -80,6 +80,27 @@ def draw_stroke(page):
     page.mouse.up()
 
 
+def test_upload_and_random_image(browser, explorer, tmp_path):
+    """An uploaded picture (dark ink on white, any size) is prepared on the server; a
+    random test image sets its true label."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(picture).line([(150, 30), (150, 170)], fill="black", width=16)
+    picture.save(tmp_path / "one.png")
+    with running_server(explorer) as url:
+        page = browser.new_page()
+        page.goto(url)
+        page.set_input_files("#upload", str(tmp_path / "one.png"))
+        page.wait_for_function(
+            "() => /^[0-9]$/.test(document.getElementById('prediction').textContent)")
+        assert page.evaluate(NON_BLANK, "#input-view") == 1
+        page.click("#random")
+        page.wait_for_function("() => document.getElementById('label').value !== ''")
+        page.wait_for_selector("#delta-maps canvas")
+        page.close()
+
+
 def test_draw_see_maps_and_deltas_train_and_stop(browser, explorer):
     errors = []
     with running_server(explorer) as url:

@@ -131,7 +131,7 @@ class Explorer:
     def slot(self, name: Any) -> Slot:
         if name is None:
             name = "main"
-        if name not in self.slots:
+        if not isinstance(name, str) or name not in self.slots:
             known = ", ".join(self.slots)
             raise ConvpropError(f"no network {str(name)[:20]!r} (now: {known})")
         return self.slots[name]

@@ -153,8 +153,8 @@ class TrainingJob:
                 x = data.train_x[idx].astype(np.float32) * np.float32(1 / 255)
                 y = data.train_y[idx]
                 report = it == 0 or (it + 1) % REPORT_EVERY == 0 or it + 1 == s["iterations"]
-                rows = diagnostics.record(net, net.trace(x, y), it + 1) if report else None
-                with np.errstate(all="ignore"):
+                with np.errstate(all="ignore"):  # a diverging run is reported, not warned
+                    rows = diagnostics.record(net, net.trace(x, y), it + 1) if report else None
                     loss, grads = net.loss_and_grads(x, y)
                 it += 1
                 if not math.isfinite(loss):
