@@ -143,6 +143,26 @@ def test_forward_output_delta_is_equation_4(app, explorer, data):
                                rtol=1e-5, atol=1e-9)
 
 
+def test_equation_labels_follow_the_layer_above():
+    net = convprop.Network.from_spec("4c5-2m-6c3-6c3", seed=0)
+    assert [payload.equation(net, i) for i in range(len(net.layers))] == [
+        "11", "12", "12", "8", "4"]
+    x = np.random.default_rng(0).uniform(0, 1, (28, 28))
+    body = payload.trace_payload(net, x, 3)
+    assert body["layers"][1]["pooling"] == "max"
+    tr = net.trace(x[None], np.array([3]))
+    for item, rec in zip(body["layers"], tr.layers):
+        want = rec.delta if rec.delta is not None else rec.d_out
+        np.testing.assert_allclose(np.asarray(item["delta"]).reshape(want[0].shape), want[0],
+                                   rtol=2e-6, atol=1e-30)
+
+
+def test_explorer_refuses_a_model_of_another_input_shape(data):
+    net = convprop.Network.from_spec("2c3-2s", input_shape=(12, 12), seed=0)
+    with pytest.raises(convprop.ConvpropError, match="28 x 28 grey inputs and 10 outputs"):
+        Explorer(net, data=data)
+
+
 def test_forward_without_label_gives_maps_only(app, data):
     x = data.test_x[1] / 255.0
     body = call(app, "POST", "/api/forward", json={"image": x.tolist()}).json()
@@ -279,21 +299,21 @@ def test_page_and_static_files_only(app):
 
 def test_forward_and_trace_of_one_drawing_within_20_ms(explorer):
     """Server-side work of one /api/forward: decode the PNG drawing, shrink and prepare it,
-    trace, write the JSON.  On an idle 2-core machine about 5-10 ms; the suite shares its
-    cores with other work, so the fast quarter of 40 runs is held to the 20 ms budget
-    (the median is printed)."""
+    trace, write the JSON.  About 5-10 ms of wall time on a quiet 2-core machine; the
+    suite often shares its cores with other work, so the budget is held against the CPU
+    time the process spends (every thread of it), median of 40 runs; wall time printed."""
     net = explorer.slots["main"].net
     url = png_url(drawn_seven())
-    times = []
+    cpu, wall = [], []
     for _ in range(40):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         x = payload.parse_image(url)
         payload.dumps(payload.trace_payload(net, x, 7))
-        times.append(time.perf_counter() - t)
-    times.sort()
-    print(f"forward+trace of one drawing: median {statistics.median(times) * 1e3:.2f} ms, "
-          f"fastest quarter {times[10] * 1e3:.2f} ms")
-    assert times[10] <= 0.020
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    print(f"forward+trace of one drawing: median {statistics.median(cpu) * 1e3:.2f} ms CPU, "
+          f"{statistics.median(wall) * 1e3:.2f} ms wall (fastest {min(wall) * 1e3:.2f} ms)")
+    assert statistics.median(cpu) <= 0.020
 
 
 def test_twenty_concurrent_forward_clients(explorer, data):

@@ -1,7 +1,7 @@
 """The explorer's HTTP routes (Starlette).  Every answer is JSON except the page itself,
 its two static files, the event stream and the model download.
 
-- ``GET /``, ``GET /static/app.js``, ``GET /static/style.css``: the page (package data;
+- ``GET /``, ``GET /static/{app.js,maps.js,style.css}``: the page (package data;
   only these names are served, no path from the client reaches the file system);
 - ``GET /api/info``: the networks held (spec, activation, layers, source);
 - ``POST /api/forward`` ``{"image", "label"?, "net"?}``: the trace of one image
@@ -39,7 +39,8 @@ from convprop.explore.state import Explorer
 from convprop.explore.training import start_job
 from convprop.interop.model import save_model
 
-STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC = {"app.js": "text/javascript; charset=utf-8", "maps.js": "text/javascript; charset=utf-8",
+          "style.css": "text/css; charset=utf-8"}
 LOCAL_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
