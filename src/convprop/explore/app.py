@@ -149,10 +149,10 @@ def create_app(explorer: Explorer, allowed_hosts: Sequence[str] | None = LOCAL_N
         wanted = request.query_params.get("job", "")
         if job is None or str(job.id) != wanted:
             raise ApiError(f"no training job {wanted[:12]!r}", 404)
-        job.attach()
 
         async def stream():
             sent = 0
+            job.attach()  # here, so that the finally below always pairs with it
             try:
                 while True:
                     events = await run_in_threadpool(job.since, sent, 1.0)
