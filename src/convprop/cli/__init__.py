@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from convprop.errors import ConvpropError
 
-COMMAND_MODULES = ("train", "data", "model", "sweep", "plot")
+COMMAND_MODULES = ("train", "data", "model", "sweep", "plot", "explore")
 
 DESCRIPTION = """\
 Train the paper's convolutional network on handwritten digits (MNIST) with
