@@ -28,7 +28,7 @@ def register_plot_diagnostics(plot_sub) -> None:
 
 def cmd_plot_diagnostics(args: argparse.Namespace) -> int:
     from convprop.errors import ConvpropError
-    from convprop.training.diagnostics import plot_diagnostics
+    from convprop.plots.diagnostics import plot_diagnostics
 
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.runs):

@@ -30,8 +30,8 @@ import numpy as np
 
 from convprop.errors import ConvpropError
 from convprop.experiments.stats import mean_sd
+from convprop.plots.diagnostics import plot_diagnostics
 from convprop.training.config import TrainConfig
-from convprop.training.diagnostics import plot_diagnostics
 
 __all__ = ["LEARNED", "MODERN", "DIAGNOSTIC_RUNS", "learned_runs", "render_learned",
            "modern_runs", "render_modern", "plot_diagnostics", "diagnostic_run", "run_name",

@@ -53,9 +53,9 @@ def diagnostics_figure(run_dirs: Sequence[str | os.PathLike],
                        metrics: Sequence[str] | None = None,
                        labels: Sequence[str] | None = None):
     """The figure (not saved) of :func:`plot_diagnostics`; returns a matplotlib Figure."""
-    from convprop.plots.figures import _pyplot
+    from convprop.plots.figures import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     if not run_dirs:
         raise ConvpropError("no runs to plot")
     data = [read_diagnostics(d) for d in run_dirs]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib  # a core dependency: figures are the paper's output
 
     matplotlib.use("Agg", force=True)
@@ -41,7 +41,7 @@ def rl_curves(curves: Mapping[str, Sequence[np.ndarray]], path: str | os.PathLik
               title: str = "") -> Path:
     """One line per label: the mean rL over its runs (cut to the shortest run, so a
     diverged seed shortens its setting's line) and a min-max band."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, runs in curves.items():
         finite = [np.asarray(c, float) for c in runs if len(c)]
@@ -75,7 +75,7 @@ def activation_figure(names: Sequence[str], path: str | os.PathLike, title: str 
     """f(x) (left) and f'(x) (right) of each activation on one figure."""
     from convprop.maths.activations import get_activation
 
-    plt = _pyplot()
+    plt = pyplot()
     acts = [get_activation(n) for n in names]
     x = np.linspace(-x_range, x_range, 801)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))

@@ -18,8 +18,8 @@ from :meth:`Network.trace` on the training batch of that iteration (before its u
 
 ``diagnostics.csv`` in the run folder is in long format, one row per value:
 ``iteration,layer,metric,value`` (e.g. ``100,conv1,dead,0.25``), written atomically at
-the end of the run.  :func:`plot_diagnostics` draws one or more runs side by side (the
-drawing lives in :mod:`convprop.plots.diagnostics`).
+the end of the run.  :func:`convprop.plots.diagnostics.plot_diagnostics` draws one or
+more runs side by side.
 """
 
 from __future__ import annotations
@@ -102,12 +102,3 @@ def read_diagnostics(path: str | os.PathLike) -> dict[str, dict[str, tuple[np.nd
     return {m: {layer: (np.asarray(xs), np.asarray(ys)) for layer, (xs, ys) in d.items()}
             for m, d in out.items()}
 
-
-def plot_diagnostics(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike,
-                     metrics: Sequence[str] | None = None,
-                     labels: Sequence[str] | None = None) -> Path:
-    """The gradient-flow figure of ``run_dirs`` (one column per run, one row per metric, one
-    colour per layer); drawn by :func:`convprop.plots.diagnostics.plot_diagnostics`."""
-    from convprop.plots.diagnostics import plot_diagnostics as draw
-
-    return draw(run_dirs, out_png, metrics=metrics, labels=labels)
