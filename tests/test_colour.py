@@ -10,7 +10,7 @@ import numpy as np
 
 from convprop.data import load_data
 from convprop.data.base import Dataset
-from convprop.training.trainer import TrainConfig, run_training
+from convprop import TrainConfig, run_training
 
 LUMA = np.array([0.299, 0.587, 0.114])
 Y = 0.4
@@ -49,7 +49,7 @@ def test_colour_classes_of_equal_luminance_are_learned_and_grey_cannot(tmp_path)
     data = load_data(str(path))
     assert data.input_shape == (3, 8, 8) and data.class_names == ("red", "blue", "green")
     colour = run_training(TrainConfig(**CONFIG), dataset=data)
-    assert colour["_network"].input_shape == (3, 8, 8)
+    assert colour.network.input_shape == (3, 8, 8)
     assert colour["test_error"] < 0.05, colour["test_error"]
 
     def grey(x):

@@ -112,9 +112,6 @@ def test_stall_messages_say_what_happened():
     assert f"{name} ran away to 8.1" in t.what_happened()
 
 
-@pytest.mark.xfail(strict=False, reason="bit-identical results for any thread count come "
-                   "with the maths branch (a fixed split of each batch); until it is merged "
-                   "2 threads may differ from 1 in the last bits")
 def test_metrics_are_identical_for_one_and_two_threads(tmp_path):
     args = [*SMALL, "--iterations", "30", "--activation", "tanh", "--lr", "0.5"]
     assert main(["train", *args, "--threads", "1", "--out", str(tmp_path / "a")]) == 0
