@@ -332,3 +332,20 @@ def test_folder_size_error_names_a_file_of_each_size(tmp_path):
         load_data(str(d))
     msg = str(err.value)
     assert "000.png is 12x12" in msg and "odd.png is 14x12" in msg
+
+
+def test_reproduce_on_another_data_set_picks_a_spec_that_fits(tmp_path, monkeypatch):
+    """``reproduce --data DIR`` runs the paper's studies with a spec sized to the images
+    (12x12 here: the second conv layer's kernel shrinks to 3x3)."""
+    from convprop.cli import main
+    from convprop.experiments import reproduce as rep
+
+    d, _ = write_idx_dir(tmp_path / "idx", size=12)
+    seen = []
+    monkeypatch.setattr(rep, "reproduce", lambda o, out, *a, **k: seen.append(o) or out)
+    assert main(["reproduce", "--data", str(d), "--seeds", "1", "--out",
+                 str(tmp_path / "r")]) == 0
+    assert seen[0].spec == default_spec_for((12, 12)) == "6c5-2s-12c3-2s"
+    assert seen[0].data == str(d.resolve())
+    runs = [r for s in rep.reproduce_sections(seen[0]) for r in s.plan()]
+    assert runs and {r.spec for r in runs} == {"6c5-2s-12c3-2s"}

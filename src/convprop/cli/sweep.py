@@ -111,10 +111,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
         parse_spec(args.spec)
         o.spec = args.spec
-    if data == "mnist":
-        from convprop.data.mnist import load_data
+    if data != "sample":
+        from convprop.data import default_spec_for, load_data
 
-        load_data("mnist")  # a one-line error now, not in every worker, if it is absent
+        dataset = load_data(data)  # a one-line error now, not in every worker, if it is bad
+        if args.spec is None and data != "mnist":
+            o.spec = default_spec_for(dataset.input_shape)
+            info(f"spec: {o.spec} (fits {dataset.description}; --spec to choose another)")
     path = reproduce(o, args.out, args.executor, args.workers, args.address, log=info,
                      threads=threads_for(args, per_worker=True))
     print(f"report: {path}")

@@ -109,7 +109,8 @@ def diagnostic_run(config: TrainConfig, out_dir: str | os.PathLike, dataset: Any
         raise ConvpropError("diagnostic_run needs config.diagnostics > 0")
     out = ensure_dir(out_dir)
     net = Network.from_spec(config.spec, activation=config.activation,
-                            input_shape=dataset.train_x.shape[1:], seed=config.seed,
+                            input_shape=dataset.train_x.shape[1:],
+                            n_outputs=getattr(dataset, "n_classes", 10), seed=config.seed,
                             dtype=config.dtype, init=config.init, loss=config.loss)
     for name in net.params:
         if name.startswith("conv") and name.endswith(".bias"):
