@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from convprop import TrainConfig, run_training
 from convprop.data import load_data
 from convprop.data.base import Dataset
-from convprop import TrainConfig, run_training
 
 LUMA = np.array([0.299, 0.587, 0.114])
 Y = 0.4
