@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mnist_dir
+from conftest import full_mnist_dir
 from convprop.experiments.executors import execute_run
 from convprop.experiments.reproduce import load_reproduce
 from convprop.experiments.sections import plan
@@ -31,7 +31,7 @@ def test_the_reproduce_plan_names_every_stored_row_in_order():
 
 @pytest.mark.parametrize("name", ROWS)
 def test_stored_rows_train_again_to_the_same_numbers(name, tmp_path):
-    mnist = mnist_dir()  # skips without full MNIST (fails under CONVPROP_REQUIRE_FULL_MNIST=1)
+    mnist = full_mnist_dir()  # skips without full MNIST (fails under CONVPROP_REQUIRE_FULL_MNIST=1)
     _, sections, _ = load_reproduce(DOCS)
     run = next(r for r in plan(sections) if r.name == name)
     run = run.replace(data=str(mnist.resolve()))  # the same files wherever they are
