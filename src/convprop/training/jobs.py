@@ -74,6 +74,9 @@ def _positive_int(what: str, value: Any) -> None:
 def _refuse_results(out: Path, force: bool) -> None:
     """A folder that holds a run's results is not overwritten unless ``force``."""
     held = [n for n in ("summary.json", "metrics.csv", "model.npz") if (out / n).exists()]
+    if held and not force and checkpoint_path(out).exists():
+        raise ConvpropError(f"{out} holds an unfinished run: continue it with --resume {out}, "
+                            f"or give --force to start again there")
     if held and not force:
         raise ConvpropError(f"{out} already holds the results of a run ({held[0]}); give "
                             f"another --out, or --force to overwrite them")
