@@ -69,7 +69,9 @@ def test_resume_training_refuses_overrides_that_conflict(tmp_path):
     run_training(cfg, tmp_path, dataset=data, should_stop=lambda: next(calls) >= 8)
     with pytest.raises(ConvpropError, match="--lr 0.1 conflicts with the stored 0.5"):
         resume_training(tmp_path, {"lr": 0.1}, dataset=data)
-    result = resume_training(tmp_path, {"lr": 0.5, "seed": 0}, dataset=data)
+    with pytest.raises(ConvpropError, match="--data mnist conflicts with the stored blobs"):
+        resume_training(tmp_path, {"data": "mnist"}, dataset=data)
+    result = resume_training(tmp_path, {"lr": 0.5, "seed": 0, "data": "blobs"}, dataset=data)
     assert result["status"] == "completed" and result["iterations"] == 25
 
 

@@ -141,10 +141,14 @@ def resume_training(run_dir: str | os.PathLike, overrides: dict[str, Any] | None
         if key not in stored:
             raise ConvpropError(f"unknown training option {key!r}")
         given = TrainConfig.from_dict({**stored, key: value}).validate().to_dict()[key]
-        if given != stored[key] and not (key == "data" and value is None):
+        same_data = key == "data" and (value is None or value == ckpt.data_source or (
+            isinstance(value, str) and Path(value).is_dir()
+            and str(Path(value).resolve()) == ckpt.data_source))
+        if given != stored[key] and not same_data:
             flag = "--" + key.replace("_", "-")
+            shown = ckpt.data_source if key == "data" else stored[key]
             raise ConvpropError(f"--resume continues {run_dir} with its stored options: "
-                                f"{flag} {value} conflicts with the stored {stored[key]} "
+                                f"{flag} {value} conflicts with the stored {shown} "
                                 f"(start a new run with --out to change it)")
     out = ensure_dir(run_dir, RESULT_FILES)
     data = dataset if dataset is not None else load_data(ckpt.data_source)
