@@ -47,10 +47,9 @@ class FeatureData:
 def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureData:
     """Trace one image (uint8 (28, 28) as MNIST, or floats in [0, 1]) through ``net``
     for ``label`` (default: the predicted digit) and collect maps and errors."""
-    img = np.asarray(image)
-    x = img.astype(net.dtype)
-    if img.dtype == np.uint8:
-        x *= 1.0 / 255
+    from convprop.training.trainer import to_float
+
+    x = to_float(image, net.dtype)  # the pixel conversion of training
     o = net.forward(x[None])[0]
     predicted = int(o.argmax())
     if label is None:
