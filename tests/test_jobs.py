@@ -69,7 +69,9 @@ def test_resume_training_refuses_overrides_that_conflict(tmp_path):
     run_training(cfg, tmp_path, dataset=data, should_stop=lambda: next(calls) >= 8)
     with pytest.raises(ConvpropError, match="--lr 0.1 conflicts with the stored 0.5"):
         resume_training(tmp_path, {"lr": 0.1}, dataset=data)
-    result = resume_training(tmp_path, {"lr": 0.5, "seed": 0}, dataset=data)
+    with pytest.raises(ConvpropError, match="--data mnist conflicts with the stored blobs"):
+        resume_training(tmp_path, {"data": "mnist"}, dataset=data)
+    result = resume_training(tmp_path, {"lr": 0.5, "seed": 0, "data": "blobs"}, dataset=data)
     assert result["status"] == "completed" and result["iterations"] == 25
 
 
@@ -113,7 +115,8 @@ def test_stall_messages_say_what_happened():
 
 
 def test_metrics_are_identical_for_one_and_two_threads(tmp_path):
-    args = [*SMALL, "--iterations", "30", "--activation", "tanh", "--lr", "0.5"]
+    args = ["--data", "sample", "--spec", "4c5-2s", "--batch-size", "50", "--no-progress",
+            "--iterations", "30", "--activation", "tanh", "--lr", "0.5"]  # 2 parts of 25
     assert main(["train", *args, "--threads", "1", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *args, "--threads", "2", "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == \

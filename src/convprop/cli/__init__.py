@@ -1,4 +1,4 @@
-"""The ``convprop`` command.  It only parses options and calls the library.
+"""The ``convprop`` command: it parses options, calls the library and prints.
 
 Each subcommand group lives in its own module here with a ``register(subparsers)``
 function; a user mistake (``ConvpropError``) becomes one line ``error: ...`` on
@@ -22,7 +22,8 @@ back-propagation written out by hand, and run its activation-function studies.
 
 Start here:
   convprop train                           train the paper's network on the bundled sample
-  convprop train --data mnist --epochs 1   ... on full MNIST (after `convprop data fetch`)
+  convprop train --data mnist --epochs 1 --out runs/mnist
+                                           ... on full MNIST (after `convprop data fetch`)
   convprop evaluate runs/train/model.npz   test error and confusion matrix
   convprop sweep --activation tanh-linear:0,0.13,0.2 --lr 0.1 --iterations 300 --out runs/k
                                            error curves of several k: runs/k/sweep.png

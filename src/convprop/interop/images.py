@@ -151,11 +151,11 @@ def load_image_for(net, path: str | os.PathLike,
 
 def scores(net, images: np.ndarray) -> np.ndarray:
     """Network outputs (N, n_outputs) for uint8 images (N, H, W) or (N, C, H, W), scaled
-    to [0, 1] with exactly the operations of the data loader
-    (``x = u8.astype(dtype); x *= 1/255``)."""
-    x = np.asarray(images).astype(net.dtype)
-    x *= 1.0 / 255
-    return net.forward(x)
+    to [0, 1] with the pixel conversion of training
+    (:func:`convprop.training.trainer.to_float`)."""
+    from convprop.training.trainer import to_float
+
+    return net.forward(to_float(np.asarray(images, dtype=np.uint8), net.dtype))
 
 
 def _border(a: np.ndarray) -> np.ndarray:

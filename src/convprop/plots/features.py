@@ -48,10 +48,9 @@ def feature_data(net, image: np.ndarray, label: int | None = None) -> FeatureDat
     """Trace one image (uint8 (H, W) grey or (C, H, W) colour, or floats in [0, 1])
     through ``net`` for ``label`` (default: the predicted class) and collect maps and
     errors.  Hidden fc layers keep their units as ``a`` and δ (equation 8)."""
-    img = np.asarray(image)
-    x = img.astype(net.dtype)
-    if img.dtype == np.uint8:
-        x *= 1.0 / 255
+    from convprop.training.trainer import to_float
+
+    x = to_float(image, net.dtype)  # the pixel conversion of training
     o = net.forward(x[None])[0]
     predicted = int(o.argmax())
     if label is None:

@@ -74,6 +74,9 @@ def _positive_int(what: str, value: Any) -> None:
 def _refuse_results(out: Path, force: bool) -> None:
     """A folder that holds a run's results is not overwritten unless ``force``."""
     held = [n for n in ("summary.json", "metrics.csv", "model.npz") if (out / n).exists()]
+    if held and not force and checkpoint_path(out).exists():
+        raise ConvpropError(f"{out} holds an unfinished run: continue it with --resume {out}, "
+                            f"or give --force to start again there")
     if held and not force:
         raise ConvpropError(f"{out} already holds the results of a run ({held[0]}); give "
                             f"another --out, or --force to overwrite them")
@@ -140,10 +143,14 @@ def resume_training(run_dir: str | os.PathLike, overrides: dict[str, Any] | None
         if key not in stored:
             raise ConvpropError(f"unknown training option {key!r}")
         given = TrainConfig.from_dict({**stored, key: value}).validate().to_dict()[key]
-        if given != stored[key] and not (key == "data" and value is None):
+        same_data = key == "data" and (value is None or value == ckpt.data_source or (
+            isinstance(value, str) and Path(value).is_dir()
+            and str(Path(value).resolve()) == ckpt.data_source))
+        if given != stored[key] and not same_data:
             flag = "--" + key.replace("_", "-")
+            shown = ckpt.data_source if key == "data" else stored[key]
             raise ConvpropError(f"--resume continues {run_dir} with its stored options: "
-                                f"{flag} {value} conflicts with the stored {stored[key]} "
+                                f"{flag} {value} conflicts with the stored {shown} "
                                 f"(start a new run with --out to change it)")
     out = ensure_dir(run_dir, RESULT_FILES)
     data = dataset if dataset is not None else load_data(ckpt.data_source)

@@ -199,6 +199,7 @@ class Trainer:
         When ``should_stop()`` turns true (checked before each step) the run stops with
         status ``interrupted``; its state is whole, ready for a checkpoint."""
         bar = _progress_bar(self.total, progress, self.iteration)
+        first = bar is not None  # the first step may compile the kernels: no estimate yet
         self._started = time.perf_counter()
         try:
             while not self.finished:
@@ -209,6 +210,11 @@ class Trainer:
                 self._step_guarded()
                 if callback is not None:
                     callback(self)
+                if first:
+                    first = False
+                    bar.set_description_str("training", refresh=False)
+                    bar.reset(total=self.total)  # the estimate starts after the compilation
+                    bar.update(self.iteration)
                 if bar is not None and (self.iteration % 20 == 0 or self.finished):
                     bar.set_postfix_str(f"rL={self.rl[-1]:.4f}", refresh=False)
                     bar.update(self.iteration - bar.n)
@@ -342,8 +348,11 @@ def _progress_bar(total: int, enabled: bool, initial: int = 0):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="it", desc="training", file=sys.stderr,
-                leave=False, dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=total, initial=initial, unit="it", file=sys.stderr, leave=False,
+               dynamic_ncols=True, mininterval=0.5,
+               desc="compiling kernels (first run only)")
+    bar.refresh()
+    return bar
 
 
 def error_rate(net: Network, images: np.ndarray, labels: np.ndarray,
