@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import ConvpropError, SpecError
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import Activation, get_activation
 from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
 from convprop.maths.losses import get_loss
@@ -378,10 +378,19 @@ class Network:
         return sorted(set(codes))
 
     def compile_kernels(self, progress: Any = None) -> bool:
-        """Compile (or load from numba's disk cache) the kernels this network needs, its
-        dtype and activation only; ``progress(message)`` is told first if that compiles
-        (see ``kernels.compile``).  Returns whether it compiled."""
-        return kernels.compile(self.dtype, self.kernel_codes(), progress)
+        """Compile (or load from numba's disk cache) the kernels this network needs, for
+        its dtype only (the im2col + GEMM path's only if a layer takes it);
+        ``progress(message)`` is told "compiling kernels (first run only)" first if that
+        compiles.  Returns whether it compiled."""
+        gemm = any(getattr(layer, "gemm", False) for layer in self.layers)
+        will = kernels.needs_compile(self.dtype) or (gemm and kernels_gemm.needs_compile(
+            self.dtype))
+        if will and progress is not None:
+            progress("compiling kernels (first run only)")
+        kernels.compile(self.dtype, self.kernel_codes())
+        if gemm:
+            kernels_gemm.compile(self.dtype)
+        return will
 
     def trace(self, x: Any, y: Any) -> Trace:
         """One forward and backward pass on a batch, keeping what every layer saw.
