@@ -130,7 +130,7 @@ def _exp_overload(x):
     return impl
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
     """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc)
     and u_lo <= u < u_hi: a block of output row i of map o (nb = batch size).  Pairs of
@@ -146,7 +146,7 @@ def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
                     acc[t] += wv * r[t]
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
     """_correlate_block for maps o and o + 1 at once (5x5 kernels): each input value
     loaded once feeds both."""
@@ -165,7 +165,7 @@ def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
                 acc_b[t] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3_) + b4 * x4
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _activate(code, param, one, z, a):
     """a = f(z) elementwise for a built-in activation code."""
     zero = one - one
@@ -249,7 +249,7 @@ def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
                             prow[q + n] += ar[src + n] * inv
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _derivative(code, param, one, z, a, d):
     """d = f'(z) given z and a = f(z), for a built-in activation code."""
     zero = one - one
@@ -273,7 +273,7 @@ def _derivative(code, param, one, z, a, d):
         d[:] = one
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     """out_a[v] = Σ_i Σ_t da[i, t] · x2[i + u, t + v·nb] (v < 5), and out_b from db_:
     equation (13) for one kernel row of two output maps, sharing the input loads.  The
@@ -313,7 +313,7 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
     """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o]; rows of
     (C, H, W·N) arrays.  z or a may be empty when f' does not read it."""
