@@ -61,7 +61,7 @@ def main() -> None:
                 layer.params["weight"][...] = rng.uniform(-0.1, 0.1, (co, ci, 5, 5))
                 x = rng.random((ci, hw, hw, n)).astype(dt)
 
-                def step(layer=layer, x=x):
+                def step(layer=layer, x=x, need_dx=need_dx):
                     out, cache = layer.forward(x, pool=2)
                     layer.backward(out, cache, need_dx=need_dx)
 
