@@ -30,8 +30,9 @@ from numba.extending import intrinsic, overload
 # =============================================================================== numba
 # The fast path.  Layout "maps-first, batch-last": (C, H, W, N), so that every inner
 # loop runs over contiguous memory (a row of W·N values, the batch innermost) and
-# vectorises.  A row is addressed flat: x3[c, i, j·N + n] with x3 = x.reshape(C, H, W·N),
-# so a k x k window's v-th column is the same row shifted by v·N.
+# vectorises.  A row is addressed flat: x3[c, i, j·N + n] with x3 = x.reshape(C, H, W·N)
+# (made by the Python wrappers), so a k x k window's v-th column is the same row
+# shifted by v·N.
 #
 # Determinism: every loop is sequential and its order fixed, so the same inputs give
 # the same bits run after run.  ``reassoc`` (which lets sums over the batch vectorise)

@@ -399,7 +399,9 @@ class Network:
         output ``a``, the error ``d_out`` = dL/da arriving from above and, for layers with
         an activation, ``slope`` = f'(z) and ``delta`` = f'(z) ∘ dL/da: δ of equations (4),
         (8) and (11).  For a pooling layer ``d_out`` is the error of equation (12), which
-        the layer up-samples to the conv layer below.  Arrays are (N, C, H, W) or (N, n)."""
+        the layer up-samples to the conv layer below.  The layers run one by one (no
+        fusion) in their CHWN layout, as in training; only the records are transposed:
+        arrays are (N, C, H, W) or (N, n)."""
         outs, caches = [], []
         a = to_chwn(self._inputs(x))
         for layer in self.layers:  # layer by layer (no fusion), to record every output
