@@ -418,8 +418,10 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
 
 # ============================================================================ compiling
 def _has(signatures, dtype: np.dtype) -> bool:
-    want = f"array({np.dtype(dtype).name}, 3d"
-    return any(want in str(sig).lower() for sig in signatures)
+    """Whether one of numba's signatures is for arrays of ``dtype`` (each kernel takes
+    arrays of a single dtype)."""
+    want = f"Array({np.dtype(dtype).name}, "
+    return any(want in str(sig) for sig in signatures)
 
 
 def _on_disk(kernel, dtype: np.dtype) -> bool:
