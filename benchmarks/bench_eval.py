@@ -7,6 +7,7 @@ Both use the same chunk size.  Prints a table, the peak memory of one convprop
 evaluation, and finally ``speedup_vs_torch float32=<x> float64=<y>``.
 
     python benchmarks/bench_eval.py --quick
+    python benchmarks/bench_eval.py --sizes     # 3 specs x dtypes x 1/2 threads
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import tracemalloc
 
 from _common import (
     DTYPES,
+    SIZES_SPECS,
     SPEC,
     TORCH_DTYPES,
     Network,
     alternate,
     data,
+    default_threads,
     flops_per_image,
     machine,
     median_ratio,
@@ -29,6 +32,7 @@ from _common import (
     table,
     torch,
     torch_twin,
+    use_threads,
 )
 
 from convprop.training.trainer import error_rate
@@ -46,8 +50,8 @@ def ten_thousand(ds):
     return x[:N_IMAGES], y[:N_IMAGES]
 
 
-def runners(dtype: str, images, labels, chunk: int):
-    net = Network.from_spec(SPEC, activation="sigmoid", seed=0, dtype=dtype)
+def runners(dtype: str, images, labels, chunk: int, spec: str = SPEC):
+    net = Network.from_spec(spec, activation="sigmoid", seed=0, dtype=dtype)
     model = torch_twin(net).eval()
     tdt = TORCH_DTYPES[dtype]
     out = {}
@@ -71,10 +75,56 @@ def runners(dtype: str, images, labels, chunk: int):
     return net, out, run_convprop, run_torch
 
 
+def sizes(x, y, chunk: int, rounds: int, specs=SIZES_SPECS, dtypes=DTYPES,
+          thread_counts=(1, 2)) -> None:
+    """Microseconds per evaluated image, convprop / torch, for each spec, dtype and
+    thread count (the same on both sides), then both libraries' defaults."""
+    rows = []
+
+    def row(spec, dtype, threads, label=None):
+        if isinstance(threads, tuple):
+            use_threads(threads[0])
+            torch.set_num_threads(threads[1])
+        else:
+            use_threads(threads)
+        _, out, run_c, run_t = runners(dtype, x, y, chunk, spec)
+        alternate(run_c, run_t, 1)
+        tc, tt = alternate(run_c, run_t, rounds)
+        c, t = float(np.median(tc)), float(np.median(tt))
+        rows.append([spec, dtype, label or str(threads), f"{1e6 * c / len(x):.1f}",
+                     f"{1e6 * t / len(x):.1f}", f"{median_ratio(tt, tc):.2f}x"])
+        print(" | ".join(rows[-1]), flush=True)
+
+    for spec in specs:
+        for dtype in dtypes:
+            for threads in thread_counts:
+                row(spec, dtype, threads)
+    both = default_threads()
+    for dtype in dtypes:
+        row(SPEC, dtype, both, f"defaults ({both[0]} / {both[1]})")
+    print(f"\nEvaluation of {len(x)} images in chunks of {chunk}, microseconds per image "
+          f"(median of alternating rounds):")
+    print(table(["spec", "dtype", "threads", "convprop us/img", "torch us/img",
+                 "speed-up (median)"], rows))
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--chunk", type=int, default=1000, help="images per forward pass")
+    p.add_argument("--sizes", action="store_true",
+                   help="issue 13's table for evaluation: 3 specs x float32/float64 x 1/2 "
+                        "threads, and the out-of-the-box row")
+    p.add_argument("--specs", default=",".join(SIZES_SPECS), help="specs for --sizes")
     args = p.parse_args()
+    if args.sizes:
+        ds = data(args.data)
+        x, y = ten_thousand(ds)
+        if args.quick:
+            x, y = x[:2000], y[:2000]
+        print(f"machine: {machine()}\ndata: {ds.name}")
+        sizes(x, y, args.chunk, args.rounds or (3 if args.quick else 7),
+              args.specs.split(","))
+        return
     rounds = args.rounds or (5 if args.quick else 11)
     ds = data(args.data)
     x, y = ten_thousand(ds)

@@ -329,3 +329,17 @@ def test_batch_parts_depend_on_size_only():
     assert batch_parts(256, 32) == list(range(0, 257, 32))
     assert batch_parts(1, 32) == [0, 1]
     assert batch_parts(33, 32) == [0, 16, 33]
+
+
+def test_compile_kernels_says_so_only_when_it_compiles(monkeypatch):
+    """Network.compile_kernels: after it, nothing is left to compile for that dtype; the
+    message goes out only when something will compile (simulated for the second call)."""
+    net = Network.from_spec("3c3-2s", input_shape=(8, 8), dtype="float32")
+    said = []
+    net.compile_kernels(said.append)
+    assert not kernels.needs_compile("float32")
+    said.clear()
+    assert net.compile_kernels(said.append) is False and said == []
+    monkeypatch.setattr(kernels, "needs_compile", lambda *a: True)
+    assert net.compile_kernels(said.append) is True
+    assert said == ["compiling kernels (first run only)"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
-from convprop.maths import kernels
+from convprop.maths import kernels_pool
 from convprop.maths.activations import ReLU
 from convprop.maths.layers import to_chwn, to_nchw
 from convprop.maths.network import Network
@@ -227,8 +227,8 @@ def test_max_pool_tie_gradient_matches_torch():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 3, (2, 3, 6, 6)).astype(np.float64)
     delta = rng.standard_normal((2, 3, 3, 3))
-    out, idx = kernels.max_pool_forward(to_chwn(a), 2)  # the CHWN kernels
-    dx = to_nchw(kernels.max_pool_backward(to_chwn(delta), idx, 2))
+    out, idx = kernels_pool.max_pool_forward(to_chwn(a), 2)  # the CHWN kernels
+    dx = to_nchw(kernels_pool.max_pool_backward(to_chwn(delta), idx, 2))
     out = to_nchw(out)
     at = torch.tensor(a, requires_grad=True)
     ot = F.max_pool2d(at, 2)
@@ -272,7 +272,7 @@ def _last_max_pool_forward(a, s):
 def test_quantized_batch_detects_a_wrong_tie_break(monkeypatch):
     """With ties sent to the last unit, conv1's gradient no longer matches torch: the
     quantised crosscheck really tests the tie-break."""
-    monkeypatch.setattr(kernels, "max_pool_forward", _last_max_pool_forward)
+    monkeypatch.setattr(kernels_pool, "max_pool_forward", _last_max_pool_forward)
     (_, _, grads_c), (_, _, grads_t) = run_both("6c5-2m-12c5-2m", "sigmoid", "quantized")
     with pytest.raises(AssertionError):
         assert_close(grads_c["conv1.weight"], grads_t["conv1.weight"], TOL64, "conv1.weight")

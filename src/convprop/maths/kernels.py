@@ -1,9 +1,11 @@
-"""The hot loops: convolution and pooling kernels, shared by every layer.
+"""The hot loops: the direct convolution kernels (convolution, activation and
+mean-pooling in one pass, and back), shared by every conv layer.
 
 Everything here works on the *CHWN* layout (C, H, W, N) -- maps first, the batch
 innermost -- that the layers use, and is free of paper notation; the layers
 (``layers.py``) say which equation each call implements.  Speed work happens in this
-module only.  A readable im2col reference of the same operations lives in the tests
+module and its siblings only (``kernels_gemm``: the im2col + GEMM path of wide layers;
+``kernels_pool``: pooling).  A readable im2col reference of the same operations lives in the tests
 (``tests/reference.py``), which compare these kernels against it.
 
 Orientation: ``conv_forward`` computes a *cross-correlation* (as PyTorch's Conv2d); the
@@ -28,8 +30,9 @@ from numba.extending import intrinsic, overload
 # =============================================================================== numba
 # The fast path.  Layout "maps-first, batch-last": (C, H, W, N), so that every inner
 # loop runs over contiguous memory (a row of W·N values, the batch innermost) and
-# vectorises.  A row is addressed flat: x3[c, i, j·N + n] with x3 = x.reshape(C, H, W·N),
-# so a k x k window's v-th column is the same row shifted by v·N.
+# vectorises.  A row is addressed flat: x3[c, i, j·N + n] with x3 = x.reshape(C, H, W·N)
+# (made by the Python wrappers), so a k x k window's v-th column is the same row
+# shifted by v·N.
 #
 # Determinism: every loop is sequential and its order fixed, so the same inputs give
 # the same bits run after run.  ``reassoc`` (which lets sums over the batch vectorise)
@@ -128,30 +131,23 @@ def _exp_overload(x):
     return impl
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _correlate_block(x3, w, o, i, t0, acc, nb, u_lo, u_hi):
     """acc[t] += Σ_c Σ_u Σ_v w[o, c, u, v] · x3[c, i + u, t0 + t + v·nb] for t < len(acc)
-    and u_lo <= u < u_hi: a block of output row i of map o (nb = batch size; the 5x5
-    case unrolled)."""
+    and u_lo <= u < u_hi: a block of output row i of map o (nb = batch size).  Pairs of
+    5x5 maps take :func:`_correlate_pair`; this serves other kernel sizes and an odd
+    last map (kept plain: every unrolled copy costs compile time)."""
     n_in, k, m = w.shape[1], w.shape[2], acc.shape[0]
     for c in range(n_in):
         for u in range(u_lo, u_hi):
             row = x3[c, i + u, t0:]
-            if k == 5:
-                w0, w1, w2, w3, w4 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2], \
-                    w[o, c, u, 3], w[o, c, u, 4]
-                r1, r2, r3, r4 = row[nb:], row[2 * nb:], row[3 * nb:], row[4 * nb:]
+            for v in range(k):
+                wv, r = w[o, c, u, v], row[v * nb:]
                 for t in range(m):
-                    acc[t] += ((w0 * row[t] + w1 * r1[t]) + (w2 * r2[t] + w3 * r3[t])
-                               + w4 * r4[t])
-            else:
-                for v in range(k):
-                    wv, r = w[o, c, u, v], row[v * nb:]
-                    for t in range(m):
-                        acc[t] += wv * r[t]
+                    acc[t] += wv * r[t]
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
     """_correlate_block for maps o and o + 1 at once (5x5 kernels): each input value
     loaded once feeds both."""
@@ -170,7 +166,7 @@ def _correlate_pair(x3, w, o, i, t0, acc_a, acc_b, nb, u_lo, u_hi):
                 acc_b[t] += (b0 * x0 + b1 * x1) + (b2 * x2 + b3 * x3_) + b4 * x4
 
 
-@njit(**_FWD)
+@njit(**_FWD, inline="always")
 def _activate(code, param, one, z, a):
     """a = f(z) elementwise for a built-in activation code."""
     zero = one - one
@@ -254,7 +250,7 @@ def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
                             prow[q + n] += ar[src + n] * inv
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _derivative(code, param, one, z, a, d):
     """d = f'(z) given z and a = f(z), for a built-in activation code."""
     zero = one - one
@@ -278,7 +274,7 @@ def _derivative(code, param, one, z, a, d):
         d[:] = one
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     """out_a[v] = Σ_i Σ_t da[i, t] · x2[i + u, t + v·nb] (v < 5), and out_b from db_:
     equation (13) for one kernel row of two output maps, sharing the input loads.  The
@@ -318,7 +314,7 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
     out_a[0], out_a[1], out_a[2], out_a[3], out_a[4] = g0, g1, g2, g3, g4
 
 
-@njit(**_BWD)
+@njit(**_BWD, inline="always")
 def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
     """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o]; rows of
     (C, H, W·N) arrays.  z or a may be empty when f' does not read it."""
@@ -375,8 +371,6 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
                 if both:
                     _dw_pair(delta[o], delta[o + 1], x3[c], u, nb, one, dw[o, c, u],
                              dw[o + 1, c, u])
-                elif k == 5:
-                    _dw_pair(delta[o], delta[o], x3[c], u, nb, one, dw[o, c, u], dw[o, c, u])
                 else:
                     for v in range(k):
                         g = one - one
@@ -422,47 +416,12 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
                     _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
 
 
-def mean_pool_forward(a: np.ndarray, s: int) -> np.ndarray:
-    """(C, H, W, N) -> (C, H/s, W/s, N): the mean of each non-overlapping s x s block."""
-    c, h, w, n = a.shape
-    return a.reshape(c, h // s, s, w // s, s, n).mean(axis=(2, 4))
-
-
-def mean_pool_backward(delta: np.ndarray, s: int) -> np.ndarray:
-    """(C, H/s, W/s, N) -> (C, H, W, N): each pooled error spread evenly over its s x s
-    block, divided by s²."""
-    up = np.repeat(np.repeat(delta, s, axis=1), s, axis=2)
-    up *= 1.0 / (s * s)
-    return up
-
-
-def max_pool_forward(a: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
-    """(C, H, W, N) -> (C, H/s, W/s, N) block maxima, and the arg-max of each block
-    (C, H/s, W/s, N), an index 0..s²-1 in row-major order within the block; ties go to
-    the first, as in PyTorch."""
-    c, h, w, n = a.shape
-    blocks = a.reshape(c, h // s, s, w // s, s, n).transpose(0, 1, 3, 5, 2, 4)
-    blocks = blocks.reshape(c, h // s, w // s, n, s * s)
-    idx = blocks.argmax(axis=4)
-    out = np.take_along_axis(blocks, idx[..., None], axis=4)[..., 0]
-    return out, idx
-
-
-def max_pool_backward(delta: np.ndarray, idx: np.ndarray, s: int) -> np.ndarray:
-    """(C, H/s, W/s, N) -> (C, H, W, N): each pooled error routed to the position of its
-    block's maximum (``idx`` from :func:`max_pool_forward`); zeros elsewhere."""
-    c, ho, wo, n = delta.shape
-    blocks = np.zeros((c, ho, wo, n, s * s), dtype=delta.dtype)
-    np.put_along_axis(blocks, idx[..., None], delta[..., None], axis=4)
-    return np.ascontiguousarray(
-        blocks.reshape(c, ho, wo, n, s, s).transpose(0, 1, 4, 2, 5, 3)
-    ).reshape(c, ho * s, wo * s, n)
-
-
 # ============================================================================ compiling
 def _has(signatures, dtype: np.dtype) -> bool:
-    want = f"array({np.dtype(dtype).name}, 3d"
-    return any(want in str(sig).lower() for sig in signatures)
+    """Whether one of numba's signatures is for arrays of ``dtype`` (each kernel takes
+    arrays of a single dtype)."""
+    want = f"Array({np.dtype(dtype).name}, "
+    return any(want in str(sig) for sig in signatures)
 
 
 def _on_disk(kernel, dtype: np.dtype) -> bool:

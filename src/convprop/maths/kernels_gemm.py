@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from convprop.maths.kernels import _BWD, _FWD, _activate, _delta, _rows
+from convprop.maths.kernels import _BWD, _FWD, _activate, _delta, _has, _on_disk, _rows
 
 GEMM_MIN_DEPTH = 400  # in_maps · k² at least (the inner dimension of the GEMM) ...
 GEMM_MIN_MAPS = 48  # ... and at least this many output maps (its rows)
@@ -112,3 +112,22 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
     if dx.size > 0:
         dcols = w.reshape(n_out, -1).T @ d2
         _col2im(dcols.reshape(n_in, k, k, ho, wo * n), n, k, _rows(dx))
+
+
+def needs_compile(dtype) -> bool:
+    """True when this path's kernels for ``dtype`` are neither loaded nor on disk."""
+    dt = np.dtype(dtype)
+    return any(not (_has(k.signatures, dt) or _on_disk(k, dt))
+               for k in (_im2col, _col2im, _finish, _delta))
+
+
+def compile(dtype) -> None:  # noqa: A001 - the module's verb
+    """Compile (or load from the disk cache) this path's kernels for ``dtype``."""
+    dt = np.dtype(dtype)
+    x, w, b = np.zeros((1, 6, 6, 1), dt), np.zeros((2, 1, 5, 5), dt), np.zeros(2, dt)
+    consts = np.array([1.0, 0.0, 0.25], dt)
+    z, a = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt)
+    p = np.zeros((2, 1, 1, 1), dt)
+    conv_forward(x, w, b, 1, consts, 2, z, a, p)
+    conv_backward(x, w, p, 1, consts, 2, z, a, np.zeros_like(w), np.zeros_like(b),
+                  np.zeros_like(x))

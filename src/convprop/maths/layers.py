@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convprop.maths import kernels, kernels_gemm
+from convprop.maths import kernels, kernels_gemm, kernels_pool
 from convprop.maths.activations import (
     Activation,
     Identity,
@@ -128,7 +128,7 @@ class Conv:
             z = np.empty((n_out, ho, wo, n), dt)
             self._conv_forward(x, w, b, code, consts, pool, empty, z, empty)
             a = self.activation(z)
-            p = kernels.mean_pool_forward(a, pool) if pool > 1 else empty
+            p = kernels_pool.mean_pool_forward(a, pool) if pool > 1 else empty
         out = p if pool > 1 else a
         return out, ((x, pool, z, a) if keep else None)
 
@@ -156,7 +156,7 @@ class Conv:
             consts = np.array([1.0, fused[1], 1.0 / (pool * pool)], dtype=x.dtype)
             self._conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
         else:
-            da = kernels.mean_pool_backward(dout, pool) if pool > 1 else dout
+            da = kernels_pool.mean_pool_backward(dout, pool) if pool > 1 else dout
             delta = np.ascontiguousarray(da * self.activation.derivative(z, a), dtype=x.dtype)
             consts = np.array([1.0, 0.0, 1.0], dtype=x.dtype)
             self._conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
@@ -190,13 +190,13 @@ class MeanPool(_Pool):
 
     def forward(self, a, keep: bool = True):
         """a (C, H, W, N) -> (C, H/s, W/s, N), each output the mean of its block."""
-        return kernels.mean_pool_forward(a, self.scale), None
+        return kernels_pool.mean_pool_forward(a, self.scale), None
 
     def backward(self, delta, cache, need_dx: bool = True):
         """Equation (11), the pooling half: spread each error evenly over its block,
         divided by s² (the toolbox's ``expand(d, [s s 1]) / s^2``), (C, H/s, W/s, N) ->
         (C, H, W, N).  The conv layer below multiplies by f'(z) itself."""
-        return kernels.mean_pool_backward(delta, self.scale), {}
+        return kernels_pool.mean_pool_backward(delta, self.scale), {}
 
 
 class MaxPool(_Pool):
@@ -204,14 +204,14 @@ class MaxPool(_Pool):
 
     def forward(self, a, keep: bool = True):
         """a (C, H, W, N) -> (C, H/s, W/s, N) block maxima; the cache keeps the arg-max."""
-        out, idx = kernels.max_pool_forward(a, self.scale)
+        out, idx = kernels_pool.max_pool_forward(a, self.scale)
         return out, (idx if keep else None)
 
     def backward(self, delta, cache, need_dx: bool = True):
         """Equation (11) for max-pooling: the whole error of a block goes to the unit
         that was its maximum (ties: the first in row-major order, as PyTorch);
         (C, H/s, W/s, N) -> (C, H, W, N)."""
-        return kernels.max_pool_backward(delta, cache, self.scale), {}
+        return kernels_pool.max_pool_backward(delta, cache, self.scale), {}
 
 
 class Dense:

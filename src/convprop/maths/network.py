@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import ConvpropError, SpecError
-from convprop.maths import kernels
+from convprop.maths import kernels, kernels_gemm
 from convprop.maths.activations import Activation, get_activation
 from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
 from convprop.maths.losses import get_loss
@@ -411,10 +411,19 @@ class Network:
         return sorted(set(codes))
 
     def compile_kernels(self, progress: Any = None) -> bool:
-        """Compile (or load from numba's disk cache) the kernels this network needs, its
-        dtype and activation only; ``progress(message)`` is told first if that compiles
-        (see ``kernels.compile``).  Returns whether it compiled."""
-        return kernels.compile(self.dtype, self.kernel_codes(), progress)
+        """Compile (or load from numba's disk cache) the kernels this network needs, for
+        its dtype only (the im2col + GEMM path's only if a layer takes it);
+        ``progress(message)`` is told "compiling kernels (first run only)" first if that
+        compiles.  Returns whether it compiled."""
+        gemm = any(getattr(layer, "gemm", False) for layer in self.layers)
+        will = kernels.needs_compile(self.dtype) or (gemm and kernels_gemm.needs_compile(
+            self.dtype))
+        if will and progress is not None:
+            progress("compiling kernels (first run only)")
+        kernels.compile(self.dtype, self.kernel_codes())
+        if gemm:
+            kernels_gemm.compile(self.dtype)
+        return will
 
     def trace(self, x: Any, y: Any) -> Trace:
         """One forward and backward pass on a batch, keeping what every layer saw.
@@ -423,7 +432,9 @@ class Network:
         output ``a``, the error ``d_out`` = dL/da arriving from above and, for layers with
         an activation, ``slope`` = f'(z) and ``delta`` = f'(z) ∘ dL/da: δ of equations (4),
         (8) and (11).  For a pooling layer ``d_out`` is the error of equation (12), which
-        the layer up-samples to the conv layer below.  Arrays are (N, C, H, W) or (N, n)."""
+        the layer up-samples to the conv layer below.  The layers run one by one (no
+        fusion) in their CHWN layout, as in training; only the records are transposed:
+        arrays are (N, C, H, W) or (N, n)."""
         outs, caches = [], []
         a = to_chwn(self._inputs(x))
         for layer in self.layers:  # layer by layer (no fusion), to record every output

@@ -198,6 +198,9 @@ class Trainer:
         """Step until done (or diverged); ``callback(trainer)`` runs after each step.
         When ``should_stop()`` turns true (checked before each step) the run stops with
         status ``interrupted``; its state is whole, ready for a checkpoint."""
+        # compile (first run only) before the bar starts, so its estimate is the training's
+        self.net.compile_kernels((lambda msg: print(msg, file=sys.stderr, flush=True))
+                                 if progress else None)
         bar = _progress_bar(self.total, progress, self.iteration)
         first = bar is not None  # the first step may compile the kernels: no estimate yet
         self._started = time.perf_counter()
