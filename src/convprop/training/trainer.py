@@ -202,7 +202,6 @@ class Trainer:
         self.net.compile_kernels((lambda msg: print(msg, file=sys.stderr, flush=True))
                                  if progress else None)
         bar = _progress_bar(self.total, progress, self.iteration)
-        first = bar is not None  # the first step may compile the kernels: no estimate yet
         self._started = time.perf_counter()
         try:
             while not self.finished:
@@ -213,11 +212,6 @@ class Trainer:
                 self._step_guarded()
                 if callback is not None:
                     callback(self)
-                if first:
-                    first = False
-                    bar.set_description_str("training", refresh=False)
-                    bar.reset(total=self.total)  # the estimate starts after the compilation
-                    bar.update(self.iteration)
                 if bar is not None and (self.iteration % 20 == 0 or self.finished):
                     bar.set_postfix_str(f"rL={self.rl[-1]:.4f}", refresh=False)
                     bar.update(self.iteration - bar.n)
@@ -353,7 +347,7 @@ def _progress_bar(total: int, enabled: bool, initial: int = 0):
 
     bar = tqdm(total=total, initial=initial, unit="it", file=sys.stderr, leave=False,
                dynamic_ncols=True, mininterval=0.5,
-               desc="compiling kernels (first run only)")
+               desc="training")
     bar.refresh()
     return bar
 
