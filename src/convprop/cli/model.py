@@ -177,24 +177,6 @@ def cmd_plot_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_model_fits_data(net, data, model_path) -> None:
-    """``evaluate``: the model must take the data's images, have an output for every
-    label, and name the same classes when both name them."""
-    from convprop.errors import ConvpropError
-
-    want = net.input_shape[1:] if net.input_shape[0] == 1 else net.input_shape
-    if tuple(data.test_x.shape[1:]) != tuple(want):
-        raise ConvpropError(f"{model_path}: the model takes {'x'.join(map(str, want))} images, "
-                            f"the test set has {'x'.join(map(str, data.test_x.shape[1:]))}")
-    if data.test_y.max(initial=0) >= net.n_outputs:
-        raise ConvpropError(f"{model_path}: the model has {net.n_outputs} outputs, the test "
-                            f"set has label {int(data.test_y.max())}")
-    ours, theirs = net.class_names, getattr(data, "class_names", None)
-    if ours and theirs and list(ours) != list(theirs):
-        raise ConvpropError(f"{model_path}: the model's classes ({', '.join(ours)}) are not "
-                            f"the data's ({', '.join(theirs)})")
-
-
 def confusion_lines(m, names=None) -> list[str]:
     """The confusion matrix as text: rows the true class, columns the predicted one,
     headed by class names when there are names (else the labels)."""
