@@ -47,7 +47,8 @@ def runners(dtype: str, images, labels, batch: int, iterations: int,
     """(convprop run, torch run): each trains ``iterations`` steps on consecutive batches
     of a fixed shuffled copy of (at most ``max_images`` of) the data and returns its
     elapsed seconds."""
-    net = Network.from_spec(spec, activation="sigmoid", seed=0, dtype=dtype)
+    net = Network.from_spec(spec, activation="sigmoid", seed=0, dtype=dtype,
+                            input_shape=images.shape[1:])
     model = torch_twin(net)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     rng = np.random.default_rng(0)
@@ -73,7 +74,9 @@ def runners(dtype: str, images, labels, batch: int, iterations: int,
         for _ in range(iterations):
             i = state["t"] % per_epoch * batch
             state["t"] += 1
-            xb = torch.from_numpy(xs[i:i + batch]).unsqueeze(1)
+            xb = torch.from_numpy(xs[i:i + batch])
+            if xb.ndim == 3:  # grey (N, H, W): one channel
+                xb = xb.unsqueeze(1)
             yb = torch.from_numpy(onehot[i:i + batch])
             opt.zero_grad()
             loss = 0.5 * ((model(xb) - yb) ** 2).sum() / batch
@@ -111,23 +114,38 @@ def memory_check(ds, dtype: str, iterations: int, max_images: int, epochs: int =
     return after
 
 
+def colour_data(n: int = 5_000, seed: int = 0):
+    """Random uint8 3x32x32 images (CIFAR-10's shape) and labels 0..9: time does not
+    depend on what the pixels show."""
+    rng = np.random.default_rng(seed)
+
+    class Colour:
+        name = "random 3x32x32 (CIFAR-10-sized)"
+        train_x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        train_y = rng.integers(0, 10, n)
+
+    return Colour
+
+
 def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 256),
-          dtypes=DTYPES, thread_counts=(1, 2), ootb: bool = True) -> None:
+          dtypes=DTYPES, thread_counts=(1, 2), ootb: bool = True, colour: bool = True
+          ) -> None:
     """Issue 13's table: microseconds per training image, convprop / torch, for each
     spec, batch 50 and 256, float32 and float64, 1 and 2 threads (the same count on both
-    sides), then the out-of-the-box row (both libraries' default thread counts)."""
+    sides), then the out-of-the-box row (both libraries' default thread counts) and the
+    paper's spec on colour 3x32x32 input (batch 50)."""
     rounds = rounds or (5 if quick else 9)
     images = 800 if quick else 3200  # per timed run and implementation
     rows = []
 
-    def row(spec, batch, dtype, threads, label=None):
+    def row(spec, batch, dtype, threads, label=None, on=ds):
         if isinstance(threads, tuple):  # out of the box: each library's own default
             use_threads(threads[0])
             torch.set_num_threads(threads[1])
         else:
             use_threads(threads)
         its = max(2, images // batch)
-        _, c, t, ratio = speed(ds, dtype, batch, its, rounds, 5_000, spec)
+        _, c, t, ratio = speed(on, dtype, batch, its, rounds, 5_000, spec)
         rows.append([spec, str(batch), dtype, label or str(threads), f"{1e6 * c / batch:.1f}",
                      f"{1e6 * t / batch:.1f}", f"{ratio:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)
@@ -141,6 +159,11 @@ def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 2
         both = default_threads()
         for dtype in dtypes:
             row(SPEC, 50, dtype, both, f"defaults ({both[0]} / {both[1]})")
+    if colour:
+        rgb = colour_data()
+        for dtype in dtypes:
+            for threads in thread_counts:
+                row(SPEC, 50, dtype, threads, f"{threads}, 3x32x32", on=rgb)
     print("\nTraining, microseconds per image (median of alternating rounds):")
     print(table(["spec", "batch", "dtype", "threads", "convprop us/img", "torch us/img",
                  "speed-up (median)"], rows))
@@ -157,13 +180,16 @@ def main() -> None:
     p.add_argument("--threads", default="1,2", help="thread counts for --sizes")
     p.add_argument("--no-defaults-row", action="store_true",
                    help="--sizes without the out-of-the-box row")
+    p.add_argument("--no-colour-rows", action="store_true",
+                   help="--sizes without the 3x32x32 (colour, CIFAR-10-sized) rows")
     args = p.parse_args()
     if args.sizes:
         ds = data(args.data)
         print(f"machine: {machine()}\ndata: {ds.name}")
         sizes(ds, args.quick, args.rounds, args.specs.split(","),
               [int(b) for b in args.batches.split(",")], args.dtypes.split(","),
-              [int(t) for t in args.threads.split(",")], not args.no_defaults_row)
+              [int(t) for t in args.threads.split(",")], not args.no_defaults_row,
+              not args.no_colour_rows)
         return
     iterations = 20 if args.quick else 100
     rounds = args.rounds or (5 if args.quick else 11)
