@@ -29,6 +29,9 @@ Start here:
                                            error curves of several k: runs/k/sweep.png
   convprop reproduce --seeds 5             the paper's Figures 6, 7, 9 and report.md
   convprop plot activations                Figures 4, 5, 8: each activation and f'
+  convprop explore                         draw a digit, watch δ flow back in the browser
+  convprop train --data DIR --spec 6c5-2s-12c5-2s-100f
+                                           your own data (IDX, CIFAR-10, image folder, .npz)
 """
 
 
