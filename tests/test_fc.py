@@ -13,6 +13,7 @@ import torch
 from conftest import numerical_gradient
 from convprop.errors import SpecError
 from convprop.maths.network import Network, parse_spec
+from torch_reference import torch_activation
 
 F = torch.nn.functional
 
@@ -32,30 +33,6 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def torch_act(name: str, z, p=None):
-    base, _, arg = name.partition(":")
-    if base == "sigmoid":
-        return torch.sigmoid(z)
-    if base == "tanh":
-        return torch.tanh(z)
-    if base == "tanh-linear":
-        return torch.tanh(z) + float(arg) * z
-    if base == "relu":
-        return F.relu(z)
-    if base == "leaky-relu":
-        return F.leaky_relu(z, negative_slope=float(arg))
-    if base == "identity":
-        return z
-    shape = [1] * z.ndim
-    shape[1] = -1
-    pp = p.reshape(shape) if p.numel() > 1 else p
-    if base == "prelu":
-        return torch.where(z >= 0, z, pp * z)
-    if base == "tanh-linear-learned":
-        return torch.tanh(z) + pp * z
-    raise ValueError(name)
-
-
 def torch_loss(net: Network, params: dict, x, y_onehot):
     """The spec rebuilt in torch, independent of convprop's layers."""
     name = net.activation.name
@@ -66,7 +43,7 @@ def torch_loss(net: Network, params: dict, x, y_onehot):
         if kind == "conv":
             conv += 1
             a = F.conv2d(a, params[f"conv{conv}.weight"], params[f"conv{conv}.bias"])
-            a = torch_act(name, a, learned and params[f"conv{conv}.{learned}"])
+            a = torch_activation(name, a, learned and params[f"conv{conv}.{learned}"])
         elif kind == "mean":
             a = F.avg_pool2d(a, n)
         elif kind == "max":
@@ -74,7 +51,7 @@ def torch_loss(net: Network, params: dict, x, y_onehot):
         else:
             fc += 1
             a = F.linear(a.flatten(1), params[f"fc{fc}.weight"], params[f"fc{fc}.bias"])
-            a = torch_act(name, a, learned and params[f"fc{fc}.{learned}"])
+            a = torch_activation(name, a, learned and params[f"fc{fc}.{learned}"])
     o = F.linear(a.flatten(1), params["out.weight"], params["out.bias"])
     if net.loss.name == "mse":
         return 0.5 * ((torch.sigmoid(o) - y_onehot) ** 2).sum() / x.shape[0]

@@ -28,6 +28,7 @@ from convprop.maths.activations import ReLU
 from convprop.maths.layers import to_chwn, to_nchw
 from convprop.maths.network import Network
 from convprop.maths.optim import SGD
+from torch_reference import torch_activation
 
 F = torch.nn.functional
 
@@ -55,23 +56,6 @@ def one_torch_thread():
 
 
 # ------------------------------------------------------------------------ the reference
-def torch_activation(name: str, z):
-    base, _, arg = name.partition(":")
-    if base == "sigmoid":
-        return torch.sigmoid(z)
-    if base == "tanh":
-        return torch.tanh(z)
-    if base == "tanh-linear":
-        return torch.tanh(z) + float(arg) * z
-    if base == "relu":
-        return F.relu(z)
-    if base == "leaky-relu":
-        return F.leaky_relu(z, negative_slope=float(arg))
-    if base == "identity":
-        return z
-    raise ValueError(name)
-
-
 def torch_forward(spec: str, activation: str, params: dict, x):
     """The spec read token by token: 'Nck' conv + f, 'Ss' avg-pool, 'Sm' max-pool, then
     a sigmoid fully connected layer."""

@@ -94,8 +94,8 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:
         # BadGzipFile is an OSError; EOFError: a gzip stream cut short.
         if isinstance(exc, (gzip.BadGzipFile, EOFError, zlib.error)):
-            raise DataError(f"{label}: corrupt gzip data ({_exc_text(exc)})") from None
-        raise DataError(f"{label}: cannot read file ({_exc_text(exc)})") from None
+            raise DataError(f"{label}: corrupt gzip data ({exc_text(exc)})") from None
+        raise DataError(f"{label}: cannot read file ({exc_text(exc)})") from None
 
 
 def _parse_idx(f: BinaryIO, label: str, ndim: int | None, compressed: bool) -> np.ndarray:
@@ -138,7 +138,8 @@ def _parse_idx(f: BinaryIO, label: str, ndim: int | None, compressed: bool) -> n
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
-def _exc_text(exc: BaseException) -> str:
+def exc_text(exc: BaseException) -> str:
+    """An I/O error's own words (``strerror``), else the first line of the message."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip().splitlines()

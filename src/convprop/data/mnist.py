@@ -33,10 +33,10 @@ from convprop.data.base import Dataset, check_same_size, check_split, classes_fr
 from convprop.data.idx import (
     _CHUNK,
     _GZIP_MAGIC,
-    _exc_text,
     _label,
     _open_maybe_gzip,
     encode_idx,
+    exc_text,
     read_idx,
 )
 from convprop.errors import DataError
@@ -296,13 +296,13 @@ def _download(url: str, out: BinaryIO, timeout: float) -> int:
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
-            raise _Permanent(_exc_text(reason)) from None
-        text = _exc_text(reason) if isinstance(reason, BaseException) else str(reason)
+            raise _Permanent(exc_text(reason)) from None
+        text = exc_text(reason) if isinstance(reason, BaseException) else str(reason)
         raise _Transient(text) from None
     except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, short reads
-        raise _Transient(_exc_text(exc) or type(exc).__name__) from None
+        raise _Transient(exc_text(exc) or type(exc).__name__) from None
     except ValueError as exc:  # unknown URL type
-        raise _Permanent(_exc_text(exc)) from None
+        raise _Permanent(exc_text(exc)) from None
     if length is not None and length.isdigit() and int(length) != n:
         raise _Transient(f"connection closed after {n} of {length} bytes")
     return n
@@ -328,7 +328,7 @@ def fetch_mnist(dest: str | os.PathLike | None = None, mirrors: list[str] | None
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"{d}: cannot create the directory ({_exc_text(exc)})") from None
+        raise DataError(f"{d}: cannot create the directory ({exc_text(exc)})") from None
     for role, name in MNIST_FILES.items():
         _fetch_one(d, role, name, mirror_list, retries, timeout, progress)
     return d
@@ -378,7 +378,7 @@ def _download_verified(url: str, d: Path, filename: str, want: str, timeout: flo
     try:
         fd, tmp_name = tempfile.mkstemp(dir=d, prefix=f".{filename}.", suffix=".part")
     except OSError as exc:
-        raise DataError(f"{d}: cannot write a file here ({_exc_text(exc)})") from None
+        raise DataError(f"{d}: cannot write a file here ({exc_text(exc)})") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from convprop.data.base import Dataset, check_same_size, check_split, classes_from_labels
-from convprop.errors import DataError
+from convprop.errors import DataError, short_reason
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -65,7 +65,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     try:
         archive = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{label}: not a NumPy .npz archive ({_short(exc)})") from None
+        raise DataError(f"{label}: not a NumPy .npz archive ({short_reason(exc)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{label}: a bare .npy array, expected an .npz archive holding "
                         f"{', '.join(KEYS)}")
@@ -79,7 +79,8 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             try:
                 arrays[k] = archive[k]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-                raise DataError(f"{label}: array {k!r} is unreadable ({_short(exc)})") from None
+                raise DataError(f"{label}: array {k!r} is unreadable "
+                                f"({short_reason(exc)})") from None
     tx = _images(arrays["x_train"], f"{label}: x_train")
     vx = _images(arrays["x_test"], f"{label}: x_test")
     ty = _labels(arrays["y_train"], f"{label}: y_train")
@@ -101,6 +102,3 @@ def load_npz(path: str | os.PathLike) -> Dataset:
                    description=f"arrays in {p} ({len(tx)} train / {len(vx)} test, {shape}, "
                                f"{k} classes)", class_names=names, n_classes=k)
 
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
