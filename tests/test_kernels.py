@@ -343,3 +343,26 @@ def test_compile_kernels_says_so_only_when_it_compiles(monkeypatch):
     monkeypatch.setattr(kernels, "needs_compile", lambda *a: True)
     assert net.compile_kernels(said.append) is True
     assert said == ["compiling kernels (first run only)"]
+
+
+def test_single_threaded_blas_holds_until_the_last_concurrent_caller_leaves():
+    """Two callers overlap (as the explorer's request threads do): BLAS stays on one
+    thread until both have left, then gets its setting back."""
+    from convprop.maths import parallel
+
+    libs = parallel._blas_libraries()
+    assert libs, "numpy's BLAS not found by threadpoolctl"
+    before = [lib.num_threads for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(2)
+    try:
+        first, second = parallel.single_threaded_blas(), parallel.single_threaded_blas()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert [lib.num_threads for lib in libs] == [1] * len(libs)
+        second.__exit__(None, None, None)
+        assert [lib.num_threads for lib in libs] == [2] * len(libs)
+    finally:
+        for lib, n in zip(libs, before):
+            lib.set_num_threads(n)

@@ -8,6 +8,7 @@ each part.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -60,19 +61,31 @@ def _blas_libraries() -> list[Any]:
     return _THREADS["blas"]
 
 
+_BLAS_LOCK = threading.Lock()
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread inside: a threaded GEMM may sum in another order (different
-    bits) and would oversubscribe the cores our own threads use.  Restored after."""
-    libs = _blas_libraries()
-    before = [lib.num_threads for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
+    bits) and would oversubscribe the cores our own threads use.  Restored when the last
+    of any concurrent callers (e.g. the explorer's request threads) leaves: the library
+    setting is changed only on those two transitions, under a lock, never while another
+    caller is inside."""
+    with _BLAS_LOCK:
+        if _THREADS.get("blas_users", 0) == 0:
+            libs = _blas_libraries()
+            _THREADS["blas_before"] = [lib.num_threads for lib in libs]
+            for lib in libs:
+                lib.set_num_threads(1)
+        _THREADS["blas_users"] = _THREADS.get("blas_users", 0) + 1
     try:
         yield
     finally:
-        for lib, n in zip(libs, before):
-            lib.set_num_threads(n)
+        with _BLAS_LOCK:
+            _THREADS["blas_users"] -= 1
+            if _THREADS["blas_users"] == 0:
+                for lib, n in zip(_blas_libraries(), _THREADS["blas_before"]):
+                    lib.set_num_threads(n)
 
 
 def parallel_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
