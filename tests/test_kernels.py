@@ -348,10 +348,13 @@ def test_compile_kernels_says_so_only_when_it_compiles(monkeypatch):
 def test_single_threaded_blas_holds_until_the_last_concurrent_caller_leaves():
     """Two callers overlap (as the explorer's request threads do): BLAS stays on one
     thread until both have left, then gets its setting back."""
+    from threadpoolctl import ThreadpoolController
+
     from convprop.maths import parallel
 
-    libs = parallel._blas_libraries()
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
     assert libs, "numpy's BLAS not found by threadpoolctl"
+    assert len(parallel._blas_switches()) == len(libs)
     before = [lib.num_threads for lib in libs]
     for lib in libs:
         lib.set_num_threads(2)

@@ -18,7 +18,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from convprop.maths.kernels import _BWD, _FWD, _activate, _delta, _has, _on_disk, _rows
+from convprop.maths.kernels import (
+    _BWD,
+    _FWD,
+    _activate,
+    _delta,
+    _has,
+    _on_disk,
+    _pool_row,
+    _rows,
+)
 
 GEMM_MIN_DEPTH = 400  # in_maps · k² at least (the inner dimension of the GEMM) ...
 GEMM_MIN_MAPS = 48  # ... and at least this many output maps (its rows)
@@ -37,9 +46,9 @@ def _im2col(x3, nb, k, cols):
         for u in range(k):
             for v in range(k):
                 for i in range(ho):
-                    src, dst, off = x3[c, i + u], cols[c, u, v, i], v * nb
+                    src, dst = x3[c, i + u, v * nb:], cols[c, u, v, i]
                     for t in range(m):
-                        dst[t] = src[off + t]
+                        dst[t] = src[t]
 
 
 @njit(**_BWD)
@@ -52,9 +61,9 @@ def _col2im(dcols, nb, k, dx3):
         for u in range(k):
             for v in range(k):
                 for i in range(ho):
-                    src, dst, off = dcols[c, u, v, i], dx3[c, i + u], v * nb
+                    src, dst = dcols[c, u, v, i], dx3[c, i + u, v * nb:]
                     for t in range(m):
-                        dst[off + t] += src[t]
+                        dst[t] += src[t]
 
 
 @njit(**_FWD)
@@ -62,11 +71,9 @@ def _finish(zz, nb, b, code, consts, s, a, p):
     """zz (O, Ho, Wo·N) holds W cols: adds b, writes a = f(z) (if a is non-empty) and
     the s x s block means of f(z) into p (if non-empty)."""
     n_out, ho, m = zz.shape
-    wo = m // nb
     ar = np.empty(m, zz.dtype)
     keep_a, pool = a.size > 0, p.size > 0
-    if pool:
-        p[...] = 0
+    hs, hh = np.empty(m, zz.dtype), np.empty(m, zz.dtype)  # pooling's row sums
     for o in range(n_out):
         bo = b[o]
         for i in range(ho):
@@ -76,11 +83,7 @@ def _finish(zz, nb, b, code, consts, s, a, p):
             out = a[o, i] if keep_a else ar
             _activate(code, consts[1], consts[0], zr, out)
             if pool:
-                prow, inv = p[o, i // s], consts[2]
-                for j in range(wo):
-                    q, src = (j // s) * nb, j * nb
-                    for n in range(nb):
-                        prow[q + n] += out[src + n] * inv
+                _pool_row(out, i, s, nb, consts[2], hs, hh, p[o])
 
 
 def _cols(x: np.ndarray, k: int) -> np.ndarray:

@@ -57,8 +57,10 @@ def fused_code(act: Activation) -> tuple[int, float] | None:
 
 
 def to_chwn(x: np.ndarray) -> np.ndarray:
-    """Batch axis last, contiguous: (N, C, H, W) -> (C, H, W, N), (N, n) -> (n, N)."""
-    return np.ascontiguousarray(np.moveaxis(x, 0, -1))
+    """Batch axis last, contiguous: (N, C, H, W) -> (C, H, W, N), (N, n) -> (n, N).
+    (One 2-D transpose of the (N, C·H·W) rows: faster than moving the axis in 4-D.)"""
+    rows = x.reshape(x.shape[0], -1)
+    return np.ascontiguousarray(rows.T).reshape(*x.shape[1:], x.shape[0])
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:

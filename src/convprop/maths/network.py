@@ -303,13 +303,11 @@ class Network:
             if bad is not None:
                 raise ConvpropError(f"labels must be integers (or give one-hot targets), got "
                                     f"{bad} (dtype {y.dtype})")
-            y = y.astype(np.int64)
+            y = y.astype(np.int64, copy=False)
             if y.size and (y.min() < 0 or y.max() >= self.n_outputs):
                 raise ConvpropError(f"labels must be in 0..{self.n_outputs - 1}, got "
                                     f"{y.min()}..{y.max()}")
-            onehot = np.zeros((n, self.n_outputs), dtype=self.dtype)
-            onehot[np.arange(n), y] = 1
-            return onehot
+            return np.eye(self.n_outputs, dtype=self.dtype)[y]
         if y.shape != (n, self.n_outputs):
             raise ConvpropError(f"targets have shape {y.shape}, expected ({n},) labels or "
                                 f"({n}, {self.n_outputs}) one-hot")

@@ -8,6 +8,7 @@ each part.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,12 +53,27 @@ def _env_threads() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else available_cores()
 
 
-def _blas_libraries() -> list[Any]:
-    """threadpoolctl's controllers of the loaded BLAS libraries (found once)."""
-    if _THREADS.get("blas") is None:
+def _blas_switches() -> list[tuple[Callable[[], Any], Callable[[int], Any]]]:
+    """(get, set) thread-count functions of each loaded BLAS library, looked up again
+    only when modules were imported since (a new library may have come with them).  For
+    OpenBLAS with its own threads, the library's own C functions (called through
+    ctypes: a fraction of a microsecond, where threadpoolctl's wrappers take a few and
+    this runs on every batch); otherwise threadpoolctl's."""
+    if _THREADS.get("blas_modules") != len(sys.modules):
+        _THREADS["blas_modules"] = len(sys.modules)
         from threadpoolctl import ThreadpoolController
 
-        _THREADS["blas"] = ThreadpoolController().select(user_api="blas").lib_controllers
+        switches = []
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            symbol = getattr(lib, "_get_symbol", None)  # threadpoolctl internals, guarded
+            raw = (symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")) \
+                if symbol is not None and getattr(lib, "threading_layer", "") == "pthreads" \
+                else (None, None)
+            if None in raw:
+                switches.append((lambda lib=lib: lib.num_threads, lib.set_num_threads))
+            else:
+                switches.append(raw)
+        _THREADS["blas"] = switches
     return _THREADS["blas"]
 
 
@@ -70,13 +86,16 @@ def single_threaded_blas() -> Iterator[None]:
     bits) and would oversubscribe the cores our own threads use.  Restored when the last
     of any concurrent callers (e.g. the explorer's request threads) leaves: the library
     setting is changed only on those two transitions, under a lock, never while another
-    caller is inside."""
+    caller is inside, and only if it was not one thread already."""
     with _BLAS_LOCK:
         if _THREADS.get("blas_users", 0) == 0:
-            libs = _blas_libraries()
-            _THREADS["blas_before"] = [lib.num_threads for lib in libs]
-            for lib in libs:
-                lib.set_num_threads(1)
+            restore = []  # (set, count) of each library changed here
+            for get, set_ in _blas_switches():
+                n = get()
+                if n is not None and n != 1:
+                    set_(1)
+                    restore.append((set_, n))
+            _THREADS["blas_restore"] = restore
         _THREADS["blas_users"] = _THREADS.get("blas_users", 0) + 1
     try:
         yield
@@ -84,8 +103,8 @@ def single_threaded_blas() -> Iterator[None]:
         with _BLAS_LOCK:
             _THREADS["blas_users"] -= 1
             if _THREADS["blas_users"] == 0:
-                for lib, n in zip(_blas_libraries(), _THREADS["blas_before"]):
-                    lib.set_num_threads(n)
+                for set_, n in _THREADS["blas_restore"]:
+                    set_(n)
 
 
 def parallel_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
