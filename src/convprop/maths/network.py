@@ -307,7 +307,7 @@ class Network:
             if y.size and (y.min() < 0 or y.max() >= self.n_outputs):
                 raise ConvpropError(f"labels must be in 0..{self.n_outputs - 1}, got "
                                     f"{y.min()}..{y.max()}")
-            return np.eye(self.n_outputs, dtype=self.dtype)[y]
+            return np.eye(self.n_outputs, dtype=self.dtype).take(y, axis=0)
         if y.shape != (n, self.n_outputs):
             raise ConvpropError(f"targets have shape {y.shape}, expected ({n},) labels or "
                                 f"({n}, {self.n_outputs}) one-hot")
