@@ -9,6 +9,7 @@ check, and finally ``speedup_vs_torch float32=<x> float64=<y>``.
 
     python benchmarks/bench_train.py --quick      # about half a minute (with compilation)
     python benchmarks/bench_train.py --sizes      # issue 13's table (--quick: shorter)
+    python benchmarks/bench_train.py --scaling    # 1 vs 2 threads, alternating
 """
 
 from __future__ import annotations
@@ -169,6 +170,38 @@ def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 2
                  "speed-up (median)"], rows))
 
 
+def scaling(ds, quick: bool, rounds: int | None, spec: str = SPEC, batch: int = 50,
+            dtypes=DTYPES, threads: int = 2) -> None:
+    """What a second thread buys: each library at 1 thread and at ``threads`` threads,
+    the four runs alternating in one process (the order rotated every round), so a busy
+    spell of the machine hits both counts alike; the median over rounds of t(1) / t(n)."""
+    rounds = rounds or (5 if quick else 11)
+    its = max(2, (800 if quick else 3200) // batch)
+    rows = []
+    for dtype in dtypes:
+        _, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, its, 5_000, spec)
+        runs = [(lib, n, fn) for lib, fn in (("convprop", run_c), ("torch", run_t))
+                for n in (1, threads)]
+        times: dict[tuple[str, int], list[float]] = {(lib, n): [] for lib, n, _ in runs}
+        for r in range(rounds + 1):  # round 0 warms up (compiles, allocates)
+            for lib, n, fn in runs[r % 4:] + runs[:r % 4]:
+                use_threads(n)
+                elapsed = fn()
+                if r:
+                    times[(lib, n)].append(elapsed)
+        for lib in ("convprop", "torch"):
+            one, many = times[(lib, 1)], times[(lib, threads)]
+            gain = statistics.median(a / b for a, b in zip(one, many))
+            per_image = [1e6 * statistics.median(t) / its / batch for t in (one, many)]
+            rows.append([spec, str(batch), dtype, lib, f"{per_image[0]:.1f}",
+                         f"{per_image[1]:.1f}", f"{gain:.2f}x"])
+            print(" | ".join(rows[-1]), flush=True)
+    print(f"\nThreads: microseconds per training image at 1 and {threads} threads, and the "
+          f"median over {rounds} alternating rounds of t(1) / t({threads}):")
+    print(table(["spec", "batch", "dtype", "library", "1 thread us/img",
+                 f"{threads} threads us/img", "speed-up from threads"], rows))
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", action="store_true",
@@ -182,7 +215,15 @@ def main() -> None:
                    help="--sizes without the out-of-the-box row")
     p.add_argument("--no-colour-rows", action="store_true",
                    help="--sizes without the 3x32x32 (colour, CIFAR-10-sized) rows")
+    p.add_argument("--scaling", action="store_true",
+                   help="what a second thread buys on the paper's network (batch 50): 1 and "
+                        "2 threads alternating in one process, convprop and torch")
     args = p.parse_args()
+    if args.scaling:
+        ds = data(args.data)
+        print(f"machine: {machine()}\ndata: {ds.name}")
+        scaling(ds, args.quick, args.rounds, dtypes=args.dtypes.split(","))
+        return
     if args.sizes:
         ds = data(args.data)
         print(f"machine: {machine()}\ndata: {ds.name}")

@@ -175,3 +175,35 @@ def test_next_run_removes_temporaries_of_a_killed_writer(tmp_path):
     other.write_text("x")
     ensure_dir(tmp_path, ("metrics.csv", "checkpoint.npz"))
     assert not stale.exists() and other.exists()
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04" + b"\x00" * 40, b"PK\x05\x06" + b"x" * 30,
+                                     b"not an archive at all"])
+def test_open_npz_closes_its_file_when_numpy_fails(tmp_path, content):
+    """A corrupt zip directory makes np.load fail after opening the file (and, given a
+    path, leak its handle); open_npz owns the handle: NotAnArchive, and no unclosed file
+    left for the garbage collector to warn about."""
+    import gc
+    import warnings
+
+    p = tmp_path / "broken.npz"
+    p.write_bytes(content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(fileio.NotAnArchive) as info:
+            with fileio.open_npz(p):
+                pass
+        del info
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_open_npz_tells_a_bare_npy_array_from_a_broken_archive(tmp_path):
+    np.save(tmp_path / "bare.npy", np.arange(3))
+    with pytest.raises(fileio.NotAnArchive) as info:
+        with fileio.open_npz(tmp_path / "bare.npy"):
+            pass
+    assert info.value.exc is None and info.value.reason == "a bare .npy array"
+    np.savez(tmp_path / "ok.npz", a=np.arange(3))
+    with fileio.open_npz(tmp_path / "ok.npz") as archive:
+        assert archive["a"].tolist() == [0, 1, 2]

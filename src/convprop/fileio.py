@@ -1,4 +1,5 @@
-"""Atomic writes: every file convprop writes appears whole or not at all.
+"""Atomic writes (every file convprop writes appears whole or not at all), and the one
+way .npz archives are opened for reading.
 
 Each writer writes a temporary file in the target's own folder, flushes and fsyncs
 it, then ``os.replace``s it over the target: a crash leaves the old file or the new
@@ -11,6 +12,7 @@ import csv
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,3 +134,36 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class NotAnArchive(Exception):
+    """Raised by :func:`open_npz` when the file is not a readable .npz archive: ``exc`` is
+    NumPy's or the OS's error, or None for a single .npy array; ``reason`` says it in
+    words, for the caller's one-line error."""
+
+    def __init__(self, exc: BaseException | None):
+        super().__init__(exc)
+        self.exc = exc
+        self.reason = "a bare .npy array" if exc is None else " ".join(str(exc).split())[
+            :200] or type(exc).__name__
+
+
+@contextmanager
+def open_npz(path: str | os.PathLike) -> Iterator[Any]:
+    """The .npz archive at ``path`` (``np.load`` without pickles), closed on leaving.  The
+    file handle is ours, so it is closed even when NumPy fails half-way (``np.load``
+    leaks its own handle when a zip directory is corrupt).  Failure to open or parse:
+    :class:`NotAnArchive`, which each reader turns into its own one-line error."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, whatever happens
+    except OSError as exc:
+        raise NotAnArchive(exc) from None
+    with fh:
+        try:
+            archive = np.load(fh, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise NotAnArchive(exc) from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise NotAnArchive(None)
+        with archive:
+            yield archive

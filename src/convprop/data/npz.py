@@ -15,6 +15,7 @@ import numpy as np
 
 from convprop.data.base import Dataset, check_same_size, check_split, classes_from_labels
 from convprop.errors import DataError, short_reason
+from convprop.fileio import NotAnArchive, open_npz
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -63,24 +64,24 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if not p.exists():
         raise DataError(f"{label}: no such file")
     try:
-        archive = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{label}: not a NumPy .npz archive ({short_reason(exc)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{label}: a bare .npy array, expected an .npz archive holding "
-                        f"{', '.join(KEYS)}")
-    with archive:
-        missing = [k for k in KEYS if k not in archive.files]
-        if missing:
-            raise DataError(f"{label}: missing array {missing[0]!r} (expected "
-                            f"{', '.join(KEYS)}; it has {', '.join(archive.files) or 'none'})")
-        arrays = {}
-        for k in KEYS + (("class_names",) if "class_names" in archive.files else ()):
-            try:
-                arrays[k] = archive[k]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-                raise DataError(f"{label}: array {k!r} is unreadable "
-                                f"({short_reason(exc)})") from None
+        with open_npz(p) as archive:
+            missing = [k for k in KEYS if k not in archive.files]
+            if missing:
+                raise DataError(f"{label}: missing array {missing[0]!r} (expected "
+                                f"{', '.join(KEYS)}; it has "
+                                f"{', '.join(archive.files) or 'none'})")
+            arrays = {}
+            for k in KEYS + (("class_names",) if "class_names" in archive.files else ()):
+                try:
+                    arrays[k] = archive[k]
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+                    raise DataError(f"{label}: array {k!r} is unreadable "
+                                    f"({short_reason(exc)})") from None
+    except NotAnArchive as exc:
+        if exc.exc is None:
+            raise DataError(f"{label}: a bare .npy array, expected an .npz archive holding "
+                            f"{', '.join(KEYS)}") from None
+        raise DataError(f"{label}: not a NumPy .npz archive ({exc.reason})") from None
     tx = _images(arrays["x_train"], f"{label}: x_train")
     vx = _images(arrays["x_test"], f"{label}: x_test")
     ty = _labels(arrays["y_train"], f"{label}: y_train")

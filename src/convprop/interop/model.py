@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convprop.errors import ConvpropError, ModelError, short_reason
-from convprop.fileio import write_npz
+from convprop.fileio import NotAnArchive, open_npz, write_npz
 from convprop.maths.network import Network
 
 FORMAT = "convprop-model"
@@ -75,7 +77,7 @@ def load_model(path: str | os.PathLike) -> Network:
     attached as ``net.config`` / ``net.summary``.  Raises ModelError for a file that is
     missing, not a convprop model, truncated, of another format version, or whose arrays
     do not fit its spec (missing, extra, wrong shape or dtype, non-finite)."""
-    with _Archive(path) as archive:
+    with _archive(path) as archive:
         meta = _meta(archive, path)
         try:
             net = Network(meta["spec"], meta["activation"], meta["input_shape"],
@@ -150,38 +152,31 @@ def describe_model(net: Network) -> dict[str, Any]:
             "summary": getattr(net, "summary", {})}
 
 
-class _Archive:
-    """np.load with allow_pickle=False, turning every failure into a one-line error."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self):
-        p = self.path
-        if not p.exists():
-            raise ModelError(f"model file {str(p)!r} does not exist")
-        if p.is_dir():
-            raise ModelError(f"model file {str(p)!r} is a directory")
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(512)
-        except OSError as exc:
-            raise ModelError(f"{p}: cannot read the model file ({short_reason(exc)})") from None
-        if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):
-            raise ModelError(f"{p}: not a convprop model file but {_what_is(head, p)}; "
-                             f"{_EXPECTED}")
-        try:
-            self.archive = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise ModelError(f"{p}: not a convprop model file ({_no_pickle(exc)}); "
-                             f"{_EXPECTED}") from None
-        if not isinstance(self.archive, np.lib.npyio.NpzFile):
+@contextmanager
+def _archive(path: str | os.PathLike) -> Iterator[Any]:
+    """The model file's archive (:func:`fileio.open_npz`), every failure a one-line error."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise ModelError(f"model file {str(p)!r} is a directory")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot read the model file ({short_reason(exc)})") from None
+    if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):
+        raise ModelError(f"{p}: not a convprop model file but {_what_is(head, p)}; "
+                         f"{_EXPECTED}")
+    try:
+        with open_npz(p) as archive:
+            yield archive
+    except NotAnArchive as exc:  # raised on opening only, never by the caller's reading
+        if exc.exc is None:
             raise ModelError(f"{p}: not a convprop model file but a bare .npy array; "
-                             f"{_EXPECTED}")
-        return self.archive
-
-    def __exit__(self, *exc):
-        self.archive.close()
+                             f"{_EXPECTED}") from None
+        raise ModelError(f"{p}: not a convprop model file ({_no_pickle(exc.exc)}); "
+                         f"{_EXPECTED}") from None
 
 
 def _array(archive, key: str, path) -> np.ndarray:

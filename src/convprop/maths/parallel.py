@@ -7,6 +7,7 @@ each part.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -109,24 +110,33 @@ def single_threaded_blas() -> Iterator[None]:
 
 def parallel_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
     """[fn(i) for i in items], on n threads when set_num_threads(n) gave n > 1: the
-    caller itself and n - 1 pooled threads (handing all items to the pool and waiting
-    cost a thread wake-up per batch: 10% of the paper's network at batch 50).  The
-    result order is that of ``items`` either way.  BLAS runs single-threaded inside
-    (:func:`single_threaded_blas`): the same bits whatever the thread counts."""
+    caller itself and up to n - 1 pooled threads, each taking the next item not yet
+    taken until none is left (a thread slowed by another process on its core takes
+    fewer; handing every item to the pool and waiting cost a thread wake-up per batch,
+    10% of the paper's network at batch 50).  Each result goes to its item's place, so
+    the order is that of ``items`` whichever thread ran what.  BLAS runs single-threaded
+    inside (:func:`single_threaded_blas`): the same bits whatever the thread counts."""
     with single_threaded_blas():
         if _THREADS["n"] == 1 or len(items) < 2:
             return [fn(i) for i in items]
         if _THREADS["pool"] is None:  # the caller is one of the n threads
             _THREADS["pool"] = ThreadPoolExecutor(_THREADS["n"] - 1, "convprop")
-        pool, step = _THREADS["pool"], _THREADS["n"]
-        # The caller takes every n-th item itself, the pool's threads the others; results
-        # are put back in item order.
-        futures = {j: pool.submit(fn, items[j]) for j in range(len(items)) if j % step}
+        results: list[Any] = [None] * len(items)
+        ticket = itertools.count()  # next() is atomic under the GIL
+
+        def work() -> None:
+            while (j := next(ticket)) < len(items):
+                results[j] = fn(items[j])
+
+        helpers = [_THREADS["pool"].submit(work)
+                   for _ in range(min(_THREADS["n"], len(items)) - 1)]
         try:
-            mine = {j: fn(items[j]) for j in range(0, len(items), step)}
-        finally:  # never leave (and restore BLAS threads) while the pool still runs
-            wait(futures.values())
-        return [mine[j] if j in mine else futures[j].result() for j in range(len(items))]
+            work()
+        finally:  # never leave (and restore BLAS threads) while a helper still runs
+            wait(helpers)
+        for helper in helpers:
+            helper.result()  # a helper's exception, raised here
+        return results
 
 
 def batch_parts(n: int, part: int) -> list[int]:

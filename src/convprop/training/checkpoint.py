@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import CheckpointError, ConvpropError, short_reason
-from convprop.fileio import write_npz
+from convprop.fileio import NotAnArchive, open_npz, write_npz
 from convprop.training.config import TrainConfig
 
 FORMAT = "convprop-checkpoint"
@@ -186,18 +186,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         what = "checkpoint" if p.suffix == ".npz" else "run folder"
         raise CheckpointError(f"{what} {str(p)!r} does not exist: no {FILENAME} to resume from")
     try:
-        archive = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{p}: not a convprop checkpoint ({short_reason(exc)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{p}: not a convprop checkpoint (a bare .npy array)")
-    with archive:
-        meta = _meta(p, _array(p, archive, "__meta__"))
-        params = {k: _array(p, archive, f"param/{k}") for k in meta["params"]}
-        state = {k: _array(p, archive, f"optim/{k}") for k in meta["optimizer"]["state"]}
-        perm = _array(p, archive, "perm")
-        losses = _array(p, archive, "losses")
-        rl = _array(p, archive, "rl")
+        with open_npz(p) as archive:
+            meta = _meta(p, _array(p, archive, "__meta__"))
+            params = {k: _array(p, archive, f"param/{k}") for k in meta["params"]}
+            state = {k: _array(p, archive, f"optim/{k}") for k in meta["optimizer"]["state"]}
+            perm = _array(p, archive, "perm")
+            losses = _array(p, archive, "losses")
+            rl = _array(p, archive, "rl")
+    except NotAnArchive as exc:
+        raise CheckpointError(f"{p}: not a convprop checkpoint ({exc.reason})") from None
     it = meta["iteration"]
     for name, arr in (("losses", losses), ("rl", rl)):
         if arr.shape != (it,) or arr.dtype != np.float64:
