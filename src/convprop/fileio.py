@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from convprop.errors import ConvpropError
+from convprop.errors import ConvpropError, short_reason
 
 
 def ensure_dir(path: str | os.PathLike, files: Sequence[str] = ()) -> Path:
@@ -144,8 +144,7 @@ class NotAnArchive(Exception):
     def __init__(self, exc: BaseException | None):
         super().__init__(exc)
         self.exc = exc
-        self.reason = "a bare .npy array" if exc is None else " ".join(str(exc).split())[
-            :200] or type(exc).__name__
+        self.reason = "a bare .npy array" if exc is None else short_reason(exc)
 
 
 @contextmanager
