@@ -14,8 +14,13 @@ check, and finally ``speedup_vs_torch float32=<x> float64=<y>``.
 
 from __future__ import annotations
 
+import argparse
+import functools
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -170,25 +175,86 @@ def sizes(ds, quick: bool, rounds: int | None, specs=SIZES_SPECS, batches=(50, 2
                  "speed-up (median)"], rows))
 
 
+class _Copies:
+    """Single-thread copies of the convprop loop in child processes (this script with
+    ``--copy-worker``), each started and warmed up once, then timed on demand: alone, or
+    all at once.  How much faster k copies get through images than one copy is the
+    machine's own ceiling for k threads (shared caches, memory, a host's other work on
+    a virtual CPU), whatever the code does."""
+
+    def __init__(self, k: int, spec: str, dtype: str, batch: int, its: int, source):
+        args = [sys.executable, __file__, "--copy-worker",
+                f"{spec},{dtype},{batch},{its}"] + (["--data", source] if source else [])
+        env = {**os.environ, "CONVPROP_BENCH_THREADS": "1"}
+        self.procs = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, env=env) for _ in range(k)]
+        for proc in self.procs:
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("bench_train.py: a --copy-worker child failed to start")
+
+    def run(self, k: int) -> list[float]:
+        """Seconds of one timed run of each of the first k copies, started together."""
+        for proc in self.procs[:k]:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        return [float(proc.stdout.readline()) for proc in self.procs[:k]]
+
+    def gain(self, k: int, alone: list[float], gains: list[float]) -> float:
+        """One copy alone, then k at once: appends the first's seconds to ``alone`` and
+        the images per second of the k together over that of one to ``gains``."""
+        one = self.run(1)[0]
+        gains.append(one * sum(1 / t for t in self.run(k)))
+        alone.append(one)
+        return one
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+            proc.wait()
+
+
+def copy_worker(ds, spec: str, dtype: str, batch: int, its: int) -> None:
+    """The child of :class:`_Copies`: says ``ready`` after a warm-up run, then on each
+    ``go`` line runs once and prints its seconds, until its input closes."""
+    use_threads(1)
+    _, run_c, _ = runners(dtype, ds.train_x, ds.train_y, batch, its, 5_000, spec)
+    run_c()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "go":
+            print(run_c(), flush=True)
+
+
 def scaling(ds, quick: bool, rounds: int | None, spec: str = SPEC, batch: int = 50,
-            dtypes=DTYPES, threads: int = 2) -> None:
+            dtypes=DTYPES, threads: int = 2, source=None) -> None:
     """What a second thread buys: each library at 1 thread and at ``threads`` threads,
-    the four runs alternating in one process (the order rotated every round), so a busy
-    spell of the machine hits both counts alike; the median over rounds of t(1) / t(n)."""
+    the four runs rotating in one process, so a busy spell of the machine hits each
+    alike; the median over rounds of t(1) / t(n).  In the same rotation, the machine's
+    ceiling: ``threads`` single-thread copies of the convprop loop in separate processes,
+    run alone and all at once; the ceiling is the median over rounds of the images per
+    second of all copies together over that of one alone (n for perfect cores)."""
     rounds = rounds or (5 if quick else 11)
     its = max(2, (800 if quick else 3200) // batch)
     rows = []
     for dtype in dtypes:
         _, run_c, run_t = runners(dtype, ds.train_x, ds.train_y, batch, its, 5_000, spec)
+        copies = _Copies(threads, spec, dtype, batch, its, source)
+        alone: list[float] = []
+        ceiling: list[float] = []
+
         runs = [(lib, n, fn) for lib, fn in (("convprop", run_c), ("torch", run_t))
                 for n in (1, threads)]
+        runs.append(("copies", 0, functools.partial(copies.gain, threads, alone, ceiling)))
         times: dict[tuple[str, int], list[float]] = {(lib, n): [] for lib, n, _ in runs}
-        for r in range(rounds + 1):  # round 0 warms up (compiles, allocates)
-            for lib, n, fn in runs[r % 4:] + runs[:r % 4]:
-                use_threads(n)
-                elapsed = fn()
-                if r:
-                    times[(lib, n)].append(elapsed)
+        try:
+            for r in range(rounds + 1):  # round 0 warms up (compiles, allocates)
+                for lib, n, fn in runs[r % len(runs):] + runs[:r % len(runs)]:
+                    use_threads(max(n, 1))
+                    elapsed = fn()
+                    if r:
+                        times[(lib, n)].append(elapsed)
+        finally:
+            copies.close()
         for lib in ("convprop", "torch"):
             one, many = times[(lib, 1)], times[(lib, threads)]
             gain = statistics.median(a / b for a, b in zip(one, many))
@@ -196,8 +262,16 @@ def scaling(ds, quick: bool, rounds: int | None, spec: str = SPEC, batch: int = 
             rows.append([spec, str(batch), dtype, lib, f"{per_image[0]:.1f}",
                          f"{per_image[1]:.1f}", f"{gain:.2f}x"])
             print(" | ".join(rows[-1]), flush=True)
+        ceil = statistics.median(ceiling[1:])  # ceiling[0]: the warm-up round
+        solo = 1e6 * statistics.median(alone[1:]) / its / batch
+        rows.append([spec, str(batch), dtype, f"ceiling: {threads} one-thread processes",
+                     f"{solo:.1f}", f"{solo / ceil:.1f}", f"{ceil:.2f}x"])
+        print(" | ".join(rows[-1]), flush=True)
     print(f"\nThreads: microseconds per training image at 1 and {threads} threads, and the "
-          f"median over {rounds} alternating rounds of t(1) / t({threads}):")
+          f"median over {rounds} rotating rounds of t(1) / t({threads}).  The ceiling row: "
+          f"{threads} copies of the one-thread convprop loop in separate processes, alone "
+          f"and at once (its '{threads} threads' column: the time per image of all copies "
+          f"together); its speed-up is what {threads} cores give the best-split code:")
     print(table(["spec", "batch", "dtype", "library", "1 thread us/img",
                  f"{threads} threads us/img", "speed-up from threads"], rows))
 
@@ -217,12 +291,18 @@ def main() -> None:
                    help="--sizes without the 3x32x32 (colour, CIFAR-10-sized) rows")
     p.add_argument("--scaling", action="store_true",
                    help="what a second thread buys on the paper's network (batch 50): 1 and "
-                        "2 threads alternating in one process, convprop and torch")
+                        "2 threads rotating in one process, convprop and torch, and the "
+                        "machine's ceiling (two one-thread processes at once)")
+    p.add_argument("--copy-worker", metavar="SPEC,DTYPE,BATCH,ITS", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.copy_worker:  # a child of --scaling's ceiling
+        spec, dtype, batch, its = args.copy_worker.split(",")
+        copy_worker(data(args.data), spec, dtype, int(batch), int(its))
+        return
     if args.scaling:
         ds = data(args.data)
         print(f"machine: {machine()}\ndata: {ds.name}")
-        scaling(ds, args.quick, args.rounds, dtypes=args.dtypes.split(","))
+        scaling(ds, args.quick, args.rounds, dtypes=args.dtypes.split(","), source=args.data)
         return
     if args.sizes:
         ds = data(args.data)

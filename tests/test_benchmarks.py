@@ -43,3 +43,20 @@ def test_plot_sizes_without_a_table_says_so_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "no --sizes table rows" in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_scaling_reports_the_machines_ceiling_from_two_processes():
+    """--scaling times two one-thread copies of the training loop in child processes,
+    alone and at once, and prints their gain as the ceiling row."""
+    done = subprocess.run([sys.executable, str(BENCH / "bench_train.py"), "--scaling",
+                           "--quick", "--rounds", "1", "--dtypes", "float32", "--data",
+                           "sample"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith("| 6c5-2s-12c5-2s") and "ceiling: 2 one-thread" in line]
+    assert len(rows) == 1, done.stdout
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    alone, together, gain = float(cells[4]), float(cells[5]), float(cells[6].rstrip("x"))
+    # the gain is alone / together; a busy host may leave a second copy little of a core
+    assert alone > 0 and together > 0 and 0.5 < gain < 2.6
+    assert abs(alone / together - gain) < 0.35 * gain  # medians of the same rounds

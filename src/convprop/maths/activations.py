@@ -100,7 +100,8 @@ class Sigmoid(Activation):
         e = np.array(z, dtype=np.result_type(z, np.float32))
         np.negative(e, out=e)
         lim = 87.0 if e.dtype == np.float32 else 708.0
-        np.clip(e, -lim, lim, out=e)  # nor underflow at z = +1000
+        np.minimum(e, lim, out=e)  # (np.clip's argument checks cost more than its work)
+        np.maximum(e, -lim, out=e)  # nor underflow at z = +1000
         np.exp(e, out=e)
         e += 1
         np.reciprocal(e, out=e)
