@@ -73,8 +73,9 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.1f}; threads: convprop {get_num_threads()} "
-            f"(inference slices / training batch parts in parallel), BLAS {THREADS}, torch "
-            f"{torch.get_num_threads()}; torch {torch.__version__}, numpy {np.__version__}")
+            f"(inference: slices on threads; training: batch parts on the caller and "
+            f"worker processes), BLAS {THREADS}, torch {torch.get_num_threads()}; "
+            f"torch {torch.__version__}, numpy {np.__version__}")
 
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"

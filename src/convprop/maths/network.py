@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import ConvpropError, SpecError
-from convprop.maths import kernels, kernels_gemm
+from convprop.maths import kernels, kernels_gemm, team
 from convprop.maths.activations import Activation, get_activation
 from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
 from convprop.maths.losses import get_loss
-from convprop.maths.parallel import batch_parts, parallel_map
+from convprop.maths.parallel import batch_parts, parallel_map, single_threaded_blas
 from convprop.maths.parallel import get_num_threads as get_num_threads  # re-exported
 from convprop.maths.parallel import set_num_threads as set_num_threads  # re-exported
 
@@ -372,31 +372,38 @@ class Network:
         The batch runs in parts of at most :attr:`part_images` images (50 as 25 + 25, 256
         as 8 x 32): a part's layers stay in the caches however large the batch.  With
         L_p the loss of part p (N_p images), L = Σ_p (N_p/N) L_p and dL/dθ =
-        Σ_p (N_p/N) dL_p/dθ, summed in part order.  The split depends only on N, so the
-        result is the same, bit for bit, whether one thread or several
-        (:func:`set_num_threads`) run the parts."""
+        Σ_p (N_p/N) dL_p/dθ, summed in part order.  With :func:`set_num_threads` n > 1
+        the parts run on a team of n - 1 worker processes and the caller (``team.py``),
+        else on n threads.  The split depends only on N, so the result is the same, bit
+        for bit, however many run the parts."""
         x = self._inputs(x)
         n = x.shape[0]
         t = self._targets(y, n)
         bounds = batch_parts(n, self.part_images)
-        whole = len(bounds) == 2
-
-        def part(p: int) -> tuple[float, dict[str, np.ndarray]]:
-            a, b = bounds[p], bounds[p + 1]
-            o, caches = self._run(to_chwn(x[a:b]), keep=True)
-            loss, dout = self.loss(o.T, t[a:b])
-            if whole:  # the whole batch: no share to weigh by
-                return loss, self.backward(dout, caches)
-            share = (b - a) / n
-            return loss * share, self.backward(dout * share, caches)
-
-        results = parallel_map(part, range(len(bounds) - 1))
+        with single_threaded_blas():  # the same bits for any BLAS thread count
+            if len(bounds) == 2:  # the whole batch: no share to weigh by
+                return self._part(x, t, None)
+            results = team.run_parts(self, x, t, bounds, get_num_threads())
+        if results is None:
+            results = parallel_map(lambda p: self._part(x[bounds[p]:bounds[p + 1]],
+                                   t[bounds[p]:bounds[p + 1]], (bounds[p + 1] - bounds[p]) / n),
+                                   range(len(bounds) - 1))
         loss, grads = results[0]
         for more_loss, more in results[1:]:
             loss += more_loss
             for name, g in more.items():
                 grads[name] += g
         return float(loss), grads
+
+    def _part(self, x: np.ndarray, t: np.ndarray, share: float | None
+              ) -> tuple[float, dict[str, np.ndarray]]:
+        """(share · L_p, share · dL_p/dθ) for one part: inputs x (N_p, ...) in the
+        network's dtype, one-hot targets t (N_p, n_outputs); share None: a whole batch."""
+        o, caches = self._run(to_chwn(x), keep=True)
+        loss, dout = self.loss(o.T, t)
+        if share is None:
+            return float(loss), self.backward(dout, caches)
+        return loss * share, self.backward(dout * share, caches)
 
     def kernel_codes(self) -> list[int]:
         """The fused kernel codes (``kernels.SIGMOID``, ...) this network's conv layers

@@ -1,0 +1,461 @@
+"""Worker processes that share the parts of a training batch.
+
+``Network.loss_and_grads`` cuts a batch into fixed parts (``parallel.batch_parts``).
+With n threads set (``set_num_threads``) it first offers the parts to a team of n - 1
+worker processes (:func:`run_parts`): part p goes to member p mod n, member 0 being the
+caller itself, and the caller sums every part's loss and gradients in part order.  A
+worker runs ``Network._part``, the same code on the same numbers as the caller would,
+so the result is bit-identical to one thread's, whichever member ran what.
+
+Why processes: threads share one interpreter lock, and a batch's two parts run the
+same sequence of layers in lockstep, so their Python steps (between the kernels, which
+release the lock) collide at every layer and each collision costs a sleeping thread's
+wake-up (30-50 us on a virtual CPU).  Two threads made the paper's network 1.2-1.4x
+faster; two processes 1.7x (the machine's ceiling, two independent copies, is 1.8x).
+
+How a batch travels: each worker has a shared-memory file (``/dev/shm``, unlinked as
+soon as both sides have mapped it) holding a header of counters, the parameters, its
+parts' images and one-hot targets, and one slot per part for the loss and gradients.
+The caller writes a part's inputs and the parameters, bumps ``JOB``; the worker, which
+polls ``JOB`` for a while after each job (then sleeps on its control pipe, woken by a
+byte), runs its parts, writes the results and bumps ``DONE``.  A memory fence on both
+sides orders the data before the counters.  The worker keeps a replica of the network,
+sent (pickled) when the network's structure changes; parameters travel with every job.
+
+The team is used only where it can be: on POSIX, with a network that pickles and whose
+classes the worker can import.  Otherwise (or if a worker fails) the caller runs the
+parts on threads as before, with the same bits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import mmap
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
+
+JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
+_HEADER = 64  # bytes
+_SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
+_TEAM: dict[str, Any] = {"team": None, "unsupported": set()}
+
+
+@intrinsic
+def _fence_intrinsic(typingctx):
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@njit(cache=True)
+def fence() -> None:
+    """A full memory fence: the data written before it is visible to another process
+    before anything written after it (the counters)."""
+    _fence_intrinsic()
+
+
+class _Layout:
+    """Byte offsets in a worker's shared memory, computed alike on both sides from
+    (parameter sizes, dtype, input size, outputs, parts, images per part)."""
+
+    def __init__(self, sizes: list[int], dtype: np.dtype, in_size: int, n_out: int,
+                 parts: int, images: int):
+        self.sizes, self.dtype, self.parts, self.images = sizes, np.dtype(dtype), parts, images
+        self.in_size, self.n_out, n_par = in_size, n_out, sum(sizes)
+        item = self.dtype.itemsize
+        self.counts = _HEADER  # int64 per part: images in the part
+        self.floats = self.counts + 8 * parts  # float64 per part: share, loss
+        self.params = _align(self.floats + 16 * parts)
+        self.x = _align(self.params + item * n_par)
+        self.t = _align(self.x + item * parts * images * in_size)
+        self.g = _align(self.t + item * parts * images * n_out)
+        self.size = _align(self.g + item * parts * n_par)
+
+    def args(self) -> tuple:
+        return (self.sizes, self.dtype.str, self.in_size, self.n_out, self.parts, self.images)
+
+    def views(self, buf) -> dict[str, np.ndarray]:
+        def at(offset: int, dtype, count: int) -> np.ndarray:
+            return np.frombuffer(buf, dtype, count, offset)
+
+        n_par, dt, p, m = sum(self.sizes), self.dtype, self.parts, self.images
+        return {"header": at(0, np.int64, 8), "counts": at(self.counts, np.int64, p),
+                "floats": at(self.floats, np.float64, 2 * p).reshape(p, 2),
+                "params": at(self.params, dt, n_par),
+                "x": at(self.x, dt, p * m * self.in_size).reshape(p, m, self.in_size),
+                "t": at(self.t, dt, p * m * self.n_out).reshape(p, m, self.n_out),
+                "g": at(self.g, dt, p * n_par).reshape(p, n_par)}
+
+
+def _align(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+def structure(net) -> str:
+    """What the worker's replica must share with the network besides its parameter
+    values: class, spec, shapes, dtype, loss, and each layer's activation with its
+    settings (a tanh-linear's k, a leaky ReLU's α).  A change sends a new replica."""
+    acts = [(type(a).__module__, type(a).__qualname__,
+             sorted((k, repr(v)) for k, v in vars(a).items()
+                    if not isinstance(v, (np.ndarray, dict))))
+            for a in (getattr(layer, "activation", None) for layer in net.layers)
+            if a is not None]
+    return repr((type(net).__module__, type(net).__qualname__, net.spec, net.input_shape,
+                 net.n_outputs, net.dtype.str, type(net.loss).__qualname__, vars(net.loss),
+                 acts, [(k, v.shape) for k, v in net.params.items()]))
+
+
+class _Worker:
+    """One worker process, its control pipes and its shared memory (caller's side)."""
+
+    def __init__(self):
+        env = {**os.environ, "CONVPROP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        src = str(Path(__file__).resolve().parents[2])  # where this convprop is imported from
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+        to_worker, self.answers = os.pipe(), None
+        from_worker = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from convprop.maths.team import serve; "
+                 f"serve({to_worker[0]}, {from_worker[1]})"],
+                pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(to_worker[0])
+            os.close(from_worker[1])
+        self.orders, self.answers = to_worker[1], from_worker[0]
+        self.layout: _Layout | None = None
+        self.views: dict[str, np.ndarray] = {}
+        self.mem: mmap.mmap | None = None
+        self.replica = ""
+        self.posted = 0  # the last job posted to it
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        os.write(self.orders, kind + struct.pack("<q", len(payload)) + payload)
+
+    def request(self, kind: bytes, payload: bytes) -> None:
+        """Send a setup message and wait for the worker's answer (ok, or its error)."""
+        self.send(kind, payload)
+        answer = _read(self.answers, 1)
+        if not answer:
+            raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
+        if answer != b"k":
+            size = struct.unpack("<q", _read(self.answers, 8))[0]
+            raise _Unsupported(_read(self.answers, size).decode())
+
+    def prepare(self, net, key: str, layout_args: tuple) -> None:
+        """Shared memory big enough for this job, and the replica of the network whose
+        :func:`structure` is ``key``."""
+        self.wait(self.posted)  # a job left behind by an interrupted call
+        if self.layout is None or self.layout.args() != layout_args:
+            layout = _Layout(*layout_args)
+            fd, path = tempfile.mkstemp(prefix="convprop-", dir="/dev/shm"
+                                        if os.path.isdir("/dev/shm") else None)
+            mem = None
+            try:
+                os.ftruncate(fd, layout.size)
+                if hasattr(os, "posix_fallocate"):  # a full /dev/shm: OSError now, not
+                    os.posix_fallocate(fd, 0, layout.size)  # SIGBUS at the first write
+                mem = mmap.mmap(fd, layout.size)
+                self.request(b"m", pickle.dumps((path, layout_args)))
+            except BaseException:
+                _unmap(mem)
+                raise
+            finally:
+                os.close(fd)
+                os.unlink(path)  # both sides hold it mapped; nothing is left behind
+            self.views, self.posted = {}, 0
+            _unmap(self.mem)
+            self.mem, self.layout = mem, layout
+            self.views = layout.views(mem)
+        if key != self.replica:
+            self.replica = ""
+            try:
+                blob = pickle.dumps(net)
+            except Exception as e:  # noqa: BLE001 - any pickling failure: not for the team
+                raise _Unsupported(f"{type(e).__name__}: {e}") from e
+            self.request(b"n", blob)
+            self.replica = key
+
+    def post(self, job: int) -> None:
+        header = self.views["header"]
+        fence()
+        header[JOB] = job
+        fence()
+        if header[SLEEP]:
+            self.send(b"w")
+        self.posted = job
+
+    def wait(self, job: int) -> None:
+        """Until the worker has finished ``job`` (polling: it takes about as long as the
+        caller's own parts); _TeamError if the worker died."""
+        if not self.views:
+            return
+        header, spins = self.views["header"], 0
+        while header[DONE] < job:
+            spins += 1
+            if spins % 4096 == 0:
+                if self.proc.poll() is not None:
+                    raise _TeamError("a worker process ended")
+                if spins > 1 << 16:
+                    time.sleep(0)
+        fence()
+
+    def close(self) -> None:
+        try:
+            self.send(b"q")
+        except OSError:
+            pass
+        for fd in (self.orders, self.answers):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.views = {}
+        _unmap(self.mem)
+
+
+class _Unsupported(Exception):
+    """The worker could not take this network (its classes do not import there, ...)."""
+
+
+class _TeamError(Exception):
+    """A worker process failed or ended, or one could not be started."""
+
+
+def _unmap(mem: mmap.mmap | None) -> None:
+    if mem is not None:
+        try:
+            mem.close()
+        except BufferError:  # a view still alive somewhere: the collector closes it
+            pass
+
+
+def _read(fd: int, n: int) -> bytes:
+    """Exactly n bytes from a pipe (fewer only at its end)."""
+    out = b""
+    while len(out) < n:
+        more = os.read(fd, n - len(out))
+        if not more:
+            break
+        out += more
+    return out
+
+
+class Team:
+    """The caller and ``n - 1`` worker processes (see the module's docstring)."""
+
+    def __init__(self, n: int):
+        self.n, self.pid = n, os.getpid()
+        self.busy = threading.Lock()
+        self.workers: list[_Worker] = []
+        self.workers = [_Worker() for _ in range(n - 1)]
+        self.jobs = 0
+
+    def run(self, net, key: str, x: np.ndarray, t: np.ndarray, bounds: list[int]
+            ) -> list | None:
+        """[(loss · share, grads · share) of each part], parts p % n != 0 on the workers;
+        None (nothing run) if another caller holds the team."""
+        if not self.busy.acquire(blocking=False):
+            return None
+        try:
+            return self._run(net, key, x, t, bounds)
+        finally:
+            self.busy.release()
+
+    def _run(self, net, key, x, t, bounds):
+        n_parts, n = len(bounds) - 1, x.shape[0]
+        names = list(net.params)
+        sizes = [net.params[k].size for k in names]
+        images = max(b - a for a, b in zip(bounds, bounds[1:]))
+        shares = [(b - a) / n for a, b in zip(bounds, bounds[1:])]
+        mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
+        busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
+        for _, worker in busy:  # every setup first: a failure leaves no job half posted
+            worker.prepare(net, key, (sizes, net.dtype.str, x[0].size, t.shape[1],
+                                 -(-n_parts // self.n), images))
+        self.jobs += 1
+        flat = np.concatenate([net.params[k].ravel() for k in names])
+        for w, worker in busy:
+            v = worker.views
+            v["params"][:] = flat
+            for j, p in enumerate(mine[w]):
+                a, b = bounds[p], bounds[p + 1]
+                v["counts"][j] = b - a
+                v["floats"][j, 0] = shares[p]
+                v["x"][j, :b - a] = x[a:b].reshape(b - a, -1)
+                v["t"][j, :b - a] = t[a:b]
+            v["header"][NPARTS] = len(mine[w])
+            worker.post(self.jobs)
+        results: list[Any] = [None] * n_parts
+        for p in range(0, n_parts, self.n):
+            a, b = bounds[p], bounds[p + 1]
+            results[p] = net._part(x[a:b], t[a:b], shares[p])
+        offsets = np.cumsum([0, *sizes])
+        for w, worker in busy:
+            worker.wait(self.jobs)
+            v = worker.views
+            if v["header"][STATUS]:
+                raise _TeamError("a worker process failed on its part")
+            for j, p in enumerate(mine[w]):
+                g = v["g"][j]
+                results[p] = (float(v["floats"][j, 1]),
+                              {k: g[offsets[i]:offsets[i + 1]].reshape(net.params[k].shape)
+                               .copy() for i, k in enumerate(names)})
+        return results
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+
+def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
+              ) -> list | None:
+    """Each part's (loss · share, gradients · share) computed by the team of ``threads``
+    members, or None when the team cannot take this job (one thread or part, not POSIX,
+    a network the worker cannot rebuild, another caller using the team, a failed
+    worker): the caller then runs the parts itself, with the same bits."""
+    if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
+        return None
+    team = _TEAM["team"]
+    if team is not None and (team.n != threads or team.pid != os.getpid()):
+        close()
+        team = None
+    key = structure(net)
+    if key in _TEAM["unsupported"]:
+        return None
+    try:
+        if team is None:
+            team = _TEAM["team"] = Team(threads)
+        return team.run(net, key, x, t, bounds)
+    except _Unsupported as e:
+        _TEAM["unsupported"].add(key)
+        warnings.warn(f"convprop: this network's batch parts run on threads (worker "
+                      f"processes cannot rebuild it: {str(e)[:200]})", RuntimeWarning,
+                      stacklevel=3)
+        return None
+    except (_TeamError, OSError) as e:  # OSError: pipes, a process, shared memory
+        close()
+        _TEAM["off"] = True  # threads from now on: the same bits, a little slower
+        warnings.warn(f"convprop: batch parts run on threads from now on (worker "
+                      f"processes: {e})", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def close() -> None:
+    """Stop the team's workers (``set_num_threads`` calls it, and the interpreter's
+    exit)."""
+    team, _TEAM["team"] = _TEAM["team"], None
+    if team is not None and team.pid == os.getpid():
+        team.close()
+
+
+atexit.register(close)
+
+
+# ------------------------------------------------------------------------ the worker
+def serve(orders: int, answers: int) -> None:
+    """A worker's life: setup messages on the ``orders`` pipe (m: map shared memory,
+    n: a network replica, w: wake up, q: quit), answers on ``answers``; jobs through
+    shared memory."""
+    from convprop.maths.parallel import set_num_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    set_num_threads(1)
+    net, views, mem, done = None, None, None, 0
+    fence()  # compiled (or loaded) before the first job
+    while True:
+        if views is not None and _job_posted(views, done, orders):
+            done = int(views["header"][JOB])
+            fence()
+            views["header"][STATUS] = _work(net, views)
+            fence()
+            views["header"][DONE] = done
+            continue
+        head = _read(orders, 9)
+        if len(head) < 9 or head[:1] == b"q":
+            return
+        payload = _read(orders, struct.unpack("<q", head[1:])[0])
+        if head[:1] == b"w":
+            continue
+        try:
+            if head[:1] == b"m":
+                path, args = pickle.loads(payload)
+                layout = _Layout(*args)
+                with open(path, "r+b") as f:
+                    new = mmap.mmap(f.fileno(), layout.size)
+                views = layout.views(new)
+                _unmap(mem)
+                mem, done = new, 0
+            elif head[:1] == b"n":
+                net = None
+                net = pickle.loads(payload)
+            os.write(answers, b"k")
+        except Exception as e:  # noqa: BLE001 - told to the caller, which falls back
+            text = f"{type(e).__name__}: {e}".encode()
+            os.write(answers, b"e" + struct.pack("<q", len(text)) + text)
+
+
+def _job_posted(views, done: int, orders: int) -> bool:
+    """True when a job newer than ``done`` is posted: polled for a while, then slept
+    for on the orders pipe (the caller writes a byte when it finds the worker asleep);
+    False when a message is waiting instead."""
+    header = views["header"]
+    end = time.perf_counter() + _SPIN_SECONDS
+    while True:
+        for _ in range(256):
+            if header[JOB] > done:
+                return True
+        if time.perf_counter() > end:
+            break
+    header[SLEEP] = 1
+    fence()
+    try:
+        while header[JOB] <= done:
+            if select.select([orders], [], [], 0.05)[0]:
+                return False  # a message (a wake-up byte is read and skipped)
+        return True
+    finally:
+        header[SLEEP] = 0
+
+
+def _work(net, views) -> int:
+    """Run this worker's parts of the posted job; 0 if done, 1 if it failed."""
+    try:
+        offsets = np.cumsum([0] + [v.size for v in net.params.values()])
+        flat = views["params"]
+        for i, arr in enumerate(net.params.values()):
+            arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
+        for j in range(int(views["header"][NPARTS])):
+            m = int(views["counts"][j])
+            x = views["x"][j, :m].reshape(m, *net.input_shape)
+            loss, grads = net._part(x, views["t"][j, :m], float(views["floats"][j, 0]))
+            views["floats"][j, 1] = loss
+            g = views["g"][j]
+            for i, arr in enumerate(grads.values()):
+                g[offsets[i]:offsets[i + 1]] = arr.ravel()
+        return 0
+    except Exception:  # noqa: BLE001 - the caller raises and falls back to threads
+        return 1

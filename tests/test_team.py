@@ -1,0 +1,159 @@
+"""The worker-process team that shares a batch's parts (maths/team.py): the same bits as
+one thread, and a fallback to threads, with the same bits, whenever it cannot help."""
+
+import glob
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+from convprop import Network
+from convprop.maths import team
+from convprop.maths.activations import Sigmoid
+from convprop.maths.network import get_num_threads, set_num_threads
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="the team runs on POSIX only")
+
+
+@pytest.fixture
+def threads():
+    """Run a test at a given thread count, the team (and its flags) reset after."""
+    before = get_num_threads()
+    yield set_num_threads
+    set_num_threads(before)
+    team._TEAM["off"] = False
+    team._TEAM["unsupported"].clear()
+
+
+def batch(n, seed=0, shape=(28, 28)):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, *shape)), rng.integers(0, 10, n)
+
+
+def assert_same(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
+
+
+def one_thread(net, x, y):
+    before = get_num_threads()
+    set_num_threads(1)
+    try:
+        return net.loss_and_grads(x, y)
+    finally:
+        set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spec,activation,n,members", [
+    ("6c5-2s-12c5-2s", "sigmoid", 50, 2), ("4c5-2m-6c3-2s-20f", "tanh-linear:0.2", 256, 3),
+    ("6c5-2s-12c5-2s", "prelu:map", 77, 2), ("20c5-2s-50c5-2s", "relu", 40, 2)])
+def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, dtype):
+    """Two or three members (one or two worker processes) against one thread: the same
+    loss and gradients, bit for bit, over a few SGD steps (parameters travel with every
+    job), with the team really used (no fallback warning)."""
+    net = Network.from_spec(spec, activation=activation, dtype=dtype, seed=3)
+    ref = Network.from_spec(spec, activation=activation, dtype=dtype, seed=3)
+    for step in range(3):
+        x, y = batch(n, seed=step)
+        want = one_thread(ref, x, y)
+        threads(members)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = net.loss_and_grads(x, y)
+        assert_same(got, want)
+        assert team._TEAM["team"] is not None and team._TEAM["team"].n == members
+        for k, g in want[1].items():
+            ref.params[k] -= 0.5 * g
+            net.params[k] -= 0.5 * g
+
+
+def test_a_changed_setting_reaches_the_workers(threads):
+    """An activation's setting changed in place (tanh-linear's k) is part of the
+    network's structure: the worker gets a new replica, the bits still match."""
+    threads(2)
+    net = Network.from_spec("6c5-2s-12c5-2s", activation="tanh-linear:0.1", seed=1)
+    x, y = batch(64)
+    first = net.loss_and_grads(x, y)
+    for layer in net.layers:
+        if getattr(layer, "activation", None) is not None and hasattr(layer.activation, "k"):
+            layer.activation.k = 0.4
+    second = net.loss_and_grads(x, y)
+    assert second[0] != first[0]
+    assert_same(second, one_thread(net, x, y))
+
+
+class LocalSigmoid(Sigmoid):
+    """Defined in a test module, which the worker processes cannot import."""
+
+
+def test_a_network_the_workers_cannot_rebuild_runs_on_threads(threads):
+    threads(2)
+    net = Network.from_spec("6c5-2s-12c5-2s", activation=LocalSigmoid(), seed=2)
+    x, y = batch(50)
+    with pytest.warns(RuntimeWarning, match="run on threads"):
+        got = net.loss_and_grads(x, y)
+    assert_same(got, one_thread(net, x, y))
+    with warnings.catch_warnings():  # said once per network structure
+        warnings.simplefilter("error")
+        assert_same(net.loss_and_grads(x, y), got)
+    # other networks still use the team
+    plain = Network.from_spec("6c5-2s-12c5-2s", seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(plain.loss_and_grads(x, y), one_thread(plain, x, y))
+
+
+def test_a_dead_worker_means_threads_from_then_on(threads):
+    threads(2)
+    net = Network.from_spec("6c5-2s-12c5-2s", seed=5)
+    x, y = batch(50)
+    net.loss_and_grads(x, y)
+    worker = team._TEAM["team"].workers[0]
+    worker.proc.kill()
+    worker.proc.wait()
+    with pytest.warns(RuntimeWarning, match="threads from now on"):
+        got = net.loss_and_grads(x, y)
+    assert_same(got, one_thread(net, x, y))
+    assert team._TEAM["team"] is None and team._TEAM["off"]
+
+
+def test_workers_stop_with_the_team_and_leave_no_files(threads):
+    threads(2)
+    before = set(glob.glob("/dev/shm/convprop-*"))
+    net = Network.from_spec("6c5-2s-12c5-2s", seed=6)
+    net.loss_and_grads(*batch(50))
+    procs = [w.proc for w in team._TEAM["team"].workers]
+    assert all(p.poll() is None for p in procs)
+    assert set(glob.glob("/dev/shm/convprop-*")) == before  # unlinked once mapped
+    threads(3)  # another count: a new team at the next call
+    net.loss_and_grads(*batch(50))
+    assert all(p.wait(timeout=10) is not None for p in procs)
+    assert len(team._TEAM["team"].workers) == 2
+
+
+def test_concurrent_callers_share_nothing_they_should_not(threads):
+    """Two threads train at once (as the explorer's request threads may): one has the
+    team, the other runs its parts itself; both get one thread's bits."""
+    threads(2)
+    nets = [Network.from_spec("6c5-2s-12c5-2s", seed=s) for s in (7, 8)]
+    data = [batch(96, seed=s) for s in (7, 8)]
+    want = [one_thread(net, *d) for net, d in zip(nets, data)]
+    got: list = [[], []]
+
+    def train(i):
+        for _ in range(5):
+            got[i].append(nets[i].loss_and_grads(*data[i]))
+
+    workers = [threading.Thread(target=train, args=(i,)) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for i in (0, 1):
+        for result in got[i]:
+            assert_same(result, want[i])
