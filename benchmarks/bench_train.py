@@ -46,13 +46,19 @@ from _common import (
 
 PEAK_GFLOPS = {"float32": 319.0, "float64": 162.0}  # issue 3: GEMM peak, this machine type
 LR = 1.0
+# Untimed iterations at the start of every timed run, for both libraries: a run follows
+# the other library's, whose idle threads (or convprop's idle worker process) take a few
+# batches to get going again (measured: the first 4 batches after a torch run cost 2-4
+# ms each instead of 0.5), a transient that training, one batch after another, never
+# sees and that the benchmark's alternation every ~50 ms would otherwise multiply.
+WARM = 5
 
 
 def runners(dtype: str, images, labels, batch: int, iterations: int,
             max_images: int = 60_000, spec: str = SPEC):
-    """(convprop run, torch run): each trains ``iterations`` steps on consecutive batches
-    of a fixed shuffled copy of (at most ``max_images`` of) the data and returns its
-    elapsed seconds."""
+    """(convprop run, torch run): each trains ``WARM`` + ``iterations`` steps on
+    consecutive batches of a fixed shuffled copy of (at most ``max_images`` of) the data
+    and returns the elapsed seconds of the last ``iterations``."""
     net = Network.from_spec(spec, activation="sigmoid", seed=0, dtype=dtype,
                             input_shape=images.shape[1:])
     model = torch_twin(net)
@@ -66,8 +72,9 @@ def runners(dtype: str, images, labels, batch: int, iterations: int,
     state = {"c": 0, "t": 0}
 
     def run_convprop() -> float:
-        t0 = time.perf_counter()
-        for _ in range(iterations):
+        for it in range(-WARM, iterations):
+            if it == 0:
+                t0 = time.perf_counter()
             i = state["c"] % per_epoch * batch
             state["c"] += 1
             loss, grads = net.loss_and_grads(xs[i:i + batch], ys[i:i + batch])
@@ -76,8 +83,9 @@ def runners(dtype: str, images, labels, batch: int, iterations: int,
         return time.perf_counter() - t0
 
     def run_torch() -> float:
-        t0 = time.perf_counter()
-        for _ in range(iterations):
+        for it in range(-WARM, iterations):
+            if it == 0:
+                t0 = time.perf_counter()
             i = state["t"] % per_epoch * batch
             state["t"] += 1
             xb = torch.from_numpy(xs[i:i + batch])
