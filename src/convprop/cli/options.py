@@ -105,7 +105,8 @@ def add_threads_option(p: argparse.ArgumentParser, per_worker: bool = False) -> 
                "$CONVPROP_NUM_THREADS if set, else every core available to the process")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help=f"threads for the network{' in each worker' if per_worker else ''} "
-                        f"(default {default}); results do not depend on it")
+                        f"(default {default}; training with N > 1 starts N - 1 worker "
+                        f"processes); results do not depend on it")
 
 
 def threads_for(args: argparse.Namespace, per_worker: bool = False) -> int:

@@ -25,10 +25,11 @@ _THREADS: dict[str, Any] = {"n": 1, "pool": None}
 
 def set_num_threads(n: int) -> None:
     """Threads for ``Network.forward`` (its slices run in parallel; each writes its own
-    rows) and ``loss_and_grads`` (the batch's fixed parts run in parallel, their
-    gradients summed in a fixed order).  Neither the split nor the order depends on n:
-    results are bit-identical for any thread count.  The kernels release the GIL.
-    Default: $CONVPROP_NUM_THREADS, else every core available to the process."""
+    rows) and members for ``loss_and_grads`` (the batch's fixed parts run on the caller
+    and n - 1 worker processes, ``team.py``, or else on n threads; their gradients are
+    summed in a fixed order).  Neither the split nor the order depends on n: results
+    are bit-identical for any count.  The kernels release the GIL.  Default:
+    $CONVPROP_NUM_THREADS, else every core available to the process."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConvpropError(f"number of threads must be a positive integer, got {n!r}")
     if n != _THREADS["n"] and _THREADS["pool"] is not None:
@@ -147,4 +148,25 @@ def batch_parts(n: int, part: int) -> list[int]:
     return [n * p // count for p in range(count + 1)]
 
 
+def _keep_heap_padding() -> None:
+    """Ask glibc to keep 16 MB of free heap instead of handing it back to the system.
+    By default it trims the heap as soon as a little lies free at its top, and the
+    kernels' float64 temporaries (0.2-0.7 MB each for the paper's network) were then
+    faulted in afresh at every call: 325 page faults and 0.6 ms of system time per
+    25-image part, doubling its cost (a process that had imported PyTorch showed none;
+    a worker process of ``team.py``, which does not, ran at half speed).  Elsewhere
+    (not glibc) nothing is changed."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        if hasattr(libc, "gnu_get_libc_version"):
+            libc.mallopt(-2, 16 << 20)  # M_TOP_PAD
+    except (OSError, AttributeError):  # no such library or function: leave it be
+        pass
+
+
+_keep_heap_padding()
 _THREADS["n"] = _env_threads()

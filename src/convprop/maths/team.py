@@ -131,13 +131,16 @@ class _Worker:
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         src = str(Path(__file__).resolve().parents[2])  # where this convprop is imported from
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-        to_worker, self.answers = os.pipe(), None
-        from_worker = os.pipe()
+        to_worker, from_worker = os.pipe(), os.pipe()
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", "from convprop.maths.team import serve; "
                  f"serve({to_worker[0]}, {from_worker[1]})"],
                 pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            os.close(to_worker[1])
+            os.close(from_worker[0])
+            raise
         finally:
             os.close(to_worker[0])
             os.close(from_worker[1])
@@ -271,8 +274,13 @@ class Team:
         self.n, self.pid = n, os.getpid()
         self.busy = threading.Lock()
         self.workers: list[_Worker] = []
-        self.workers = [_Worker() for _ in range(n - 1)]
         self.jobs = 0
+        try:
+            for _ in range(n - 1):
+                self.workers.append(_Worker())
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, net, key: str, x: np.ndarray, t: np.ndarray, bounds: list[int]
             ) -> list | None:
