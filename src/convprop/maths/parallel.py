@@ -148,25 +148,19 @@ def batch_parts(n: int, part: int) -> list[int]:
     return [n * p // count for p in range(count + 1)]
 
 
-def _keep_heap_padding() -> None:
-    """Ask glibc to keep 16 MB of free heap instead of handing it back to the system.
-    By default it trims the heap as soon as a little lies free at its top, and the
-    kernels' float64 temporaries (0.2-0.7 MB each for the paper's network) were then
-    faulted in afresh at every call: 325 page faults and 0.6 ms of system time per
-    25-image part, doubling its cost (a process that had imported PyTorch showed none;
-    a worker process of ``team.py``, which does not, ran at half speed).  Elsewhere
-    (not glibc) nothing is changed."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        if hasattr(libc, "gnu_get_libc_version"):
-            libc.mallopt(-2, 16 << 20)  # M_TOP_PAD
-    except (OSError, AttributeError):  # no such library or function: leave it be
-        pass
+def _raise_heap_thresholds() -> None:
+    """Free one 16 MB block at import, so that glibc's allocator, which adapts its
+    thresholds to the largest block freed so far, keeps the kernels' temporaries on its
+    heap: by default it maps each block over 128 KB afresh and hands it back on free,
+    and the float64 temporaries (0.2-0.7 MB for the paper's network) were then faulted
+    in at every call: 325 page faults and 0.6 ms of system time per 25-image part,
+    doubling its cost in ``convprop train`` and in the team's workers (a process that
+    had imported PyTorch showed none).
+    Fixing the thresholds instead (``mallopt``) would switch off that adaptation for
+    the whole process: PyTorch in the same process ran 2.5x slower."""
+    block = np.empty(16 << 20, np.uint8)  # malloc'd, never touched: no page faults
+    del block
 
 
-_keep_heap_padding()
+_raise_heap_thresholds()
 _THREADS["n"] = _env_threads()

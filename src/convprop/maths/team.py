@@ -390,7 +390,10 @@ def serve(orders: int, answers: int) -> None:
     shared memory."""
     from convprop.maths.parallel import set_num_threads
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    # Ctrl-C and a SIGTERM to the whole group are the caller's to handle (it stops after
+    # a checkpoint); a worker ends when the caller closes its pipe, or with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_num_threads(1)
     net, views, mem, done = None, None, None, 0
     fence()  # compiled (or loaded) before the first job
