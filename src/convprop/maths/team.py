@@ -54,6 +54,7 @@ JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
 _HEADER = 64  # bytes
 _SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
 _TEAM: dict[str, Any] = {"team": None, "unsupported": set()}
+_LOCK = threading.Lock()
 
 
 @intrinsic
@@ -335,8 +336,9 @@ class Team:
         return results
 
     def close(self) -> None:
-        for worker in self.workers:
-            worker.close()
+        with self.busy:  # after a batch another thread may be running on the team
+            for worker in self.workers:
+                worker.close()
 
 
 def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
@@ -347,16 +349,17 @@ def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
     worker): the caller then runs the parts itself, with the same bits."""
     if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
         return None
-    team = _TEAM["team"]
-    if team is not None and (team.n != threads or team.pid != os.getpid()):
-        close()
-        team = None
     key = structure(net)
     if key in _TEAM["unsupported"]:
         return None
     try:
-        if team is None:
-            team = _TEAM["team"] = Team(threads)
+        with _LOCK:  # one team per process, whichever thread asks first
+            team = _TEAM["team"]
+            if team is not None and (team.n != threads or team.pid != os.getpid()):
+                close()
+                team = None
+            if team is None:
+                team = _TEAM["team"] = Team(threads)
         return team.run(net, key, x, t, bounds)
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)
@@ -373,8 +376,8 @@ def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
 
 
 def close() -> None:
-    """Stop the team's workers (``set_num_threads`` calls it, and the interpreter's
-    exit)."""
+    """Stop the team's workers: at a new thread count, after a failed worker, and at
+    the interpreter's exit."""
     team, _TEAM["team"] = _TEAM["team"], None
     if team is not None and team.pid == os.getpid():
         team.close()
