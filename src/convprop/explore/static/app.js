@@ -35,9 +35,15 @@ draw.addEventListener("pointermove", (ev) => {
   if (drawing) { drawing = false; useDrawing(); }
 }));
 function stroke(a, b) {
-  dctx.strokeStyle = "#fff"; dctx.lineWidth = 20; dctx.lineCap = "round";
-  dctx.lineJoin = "round";
-  dctx.beginPath(); dctx.moveTo(a[0], a[1]); dctx.lineTo(b[0], b[1]); dctx.stroke();
+  dctx.strokeStyle = "#fff"; dctx.fillStyle = "#fff"; dctx.lineWidth = 20;
+  dctx.lineCap = "round"; dctx.lineJoin = "round"; dctx.beginPath();
+  if (a[0] === b[0] && a[1] === b[1]) {
+    // a tap: a filled dot (Chromium 156.0.8078.114 drew nothing for a zero-length
+    // round-capped line; the blank pad went to the server, which refused it: a 422)
+    dctx.arc(a[0], a[1], dctx.lineWidth / 2, 0, 2 * Math.PI); dctx.fill();
+  } else {
+    dctx.moveTo(a[0], a[1]); dctx.lineTo(b[0], b[1]); dctx.stroke();
+  }
   inked = true;
   useDrawing();
 }
