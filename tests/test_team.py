@@ -207,3 +207,19 @@ def test_float64_training_keeps_its_heap():
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) < 10
+
+
+def test_start_brings_the_workers_up_before_the_first_batch(threads):
+    """The trainer starts the team while it compiles; one member starts nothing."""
+    team.close()
+    team.start(1)
+    assert team._TEAM["team"] is None
+    team.start(2)
+    started = team._TEAM["team"]
+    assert started is not None and started.n == 2
+    assert all(w.proc.poll() is None for w in started.workers)
+    threads(2)
+    net = Network.from_spec("6c5-2s-12c5-2s", seed=10)
+    x, y = batch(50)
+    assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
+    assert team._TEAM["team"] is started  # the same team took the batch

@@ -353,14 +353,7 @@ def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
     if key in _TEAM["unsupported"]:
         return None
     try:
-        with _LOCK:  # one team per process, whichever thread asks first
-            team = _TEAM["team"]
-            if team is not None and (team.n != threads or team.pid != os.getpid()):
-                close()
-                team = None
-            if team is None:
-                team = _TEAM["team"] = Team(threads)
-        return team.run(net, key, x, t, bounds)
+        return _team(threads).run(net, key, x, t, bounds)
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)
         warnings.warn(f"convprop: this network's batch parts run on threads (worker "
@@ -373,6 +366,32 @@ def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
         warnings.warn(f"convprop: batch parts run on threads from now on (worker "
                       f"processes: {e})", RuntimeWarning, stacklevel=3)
         return None
+
+
+def _team(threads: int) -> Team:
+    """The process's team of ``threads`` members, started if need be (one per process,
+    whichever thread asks first)."""
+    with _LOCK:
+        team = _TEAM["team"]
+        if team is not None and (team.n != threads or team.pid != os.getpid()):
+            close()
+            team = None
+        if team is None:
+            team = _TEAM["team"] = Team(threads)
+        return team
+
+
+def start(threads: int) -> None:
+    """Start the workers now, if training on ``threads`` members will use them: they
+    import convprop (about half a second) while the caller compiles or loads its
+    kernels, instead of before the first batch.  A failure is left to the first batch,
+    which falls back to threads and says why."""
+    if threads < 2 or os.name != "posix" or _TEAM.get("off"):
+        return
+    try:
+        _team(threads)
+    except OSError:
+        pass
 
 
 def close() -> None:

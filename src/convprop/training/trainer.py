@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import ConvpropError, short_reason
-from convprop.maths.network import Network
+from convprop.maths import team
+from convprop.maths.network import Network, get_num_threads
 from convprop.maths.optim import get_optimizer
 from convprop.training import diagnostics
 from convprop.training.config import TrainConfig
@@ -198,7 +199,9 @@ class Trainer:
         """Step until done (or diverged); ``callback(trainer)`` runs after each step.
         When ``should_stop()`` turns true (checked before each step) the run stops with
         status ``interrupted``; its state is whole, ready for a checkpoint."""
-        # compile (first run only) before the bar starts, so its estimate is the training's
+        # compile (first run only) before the bar starts, so its estimate is the training's;
+        # meanwhile the worker processes that share each batch start
+        team.start(get_num_threads())
         self.net.compile_kernels((lambda msg: print(msg, file=sys.stderr, flush=True))
                                  if progress else None)
         bar = _progress_bar(self.total, progress, self.iteration)
