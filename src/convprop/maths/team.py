@@ -50,6 +50,8 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
+from convprop.maths.parallel import set_num_threads
+
 JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
 _HEADER = 64  # bytes
 _SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
@@ -153,7 +155,9 @@ class _Worker:
         self.posted = 0  # the last job posted to it
 
     def send(self, kind: bytes, payload: bytes = b"") -> None:
-        os.write(self.orders, kind + struct.pack("<q", len(payload)) + payload)
+        data = memoryview(kind + struct.pack("<q", len(payload)) + payload)
+        while data:  # a signal may cut a large write to a pipe short
+            data = data[os.write(self.orders, data):]
 
     def request(self, kind: bytes, payload: bytes) -> None:
         """Send a setup message and wait for the worker's answer (ok, or its error)."""
@@ -410,8 +414,6 @@ def serve(orders: int, answers: int) -> None:
     """A worker's life: setup messages on the ``orders`` pipe (m: map shared memory,
     n: a network replica, w: wake up, q: quit), answers on ``answers``; jobs through
     shared memory."""
-    from convprop.maths.parallel import set_num_threads
-
     # Ctrl-C and a SIGTERM to the whole group are the caller's to handle (it stops after
     # a checkpoint); a worker ends when the caller closes its pipe, or with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
