@@ -380,14 +380,18 @@ class Network:
         n = x.shape[0]
         t = self._targets(y, n)
         bounds = batch_parts(n, self.part_images)
+        shares = [(b - a) / n for a, b in zip(bounds, bounds[1:])]
+
+        def part(p: int) -> tuple[float, dict[str, np.ndarray]]:
+            return self._part(x[bounds[p]:bounds[p + 1]], t[bounds[p]:bounds[p + 1]],
+                              shares[p])
+
         with single_threaded_blas():  # the same bits for any BLAS thread count
             if len(bounds) == 2:  # the whole batch: no share to weigh by
                 return self._part(x, t, None)
-            results = team.run_parts(self, x, t, bounds, get_num_threads())
+            results = team.run_parts(self, part, x, t, bounds, shares, get_num_threads())
         if results is None:
-            results = parallel_map(lambda p: self._part(x[bounds[p]:bounds[p + 1]],
-                                   t[bounds[p]:bounds[p + 1]], (bounds[p + 1] - bounds[p]) / n),
-                                   range(len(bounds) - 1))
+            results = parallel_map(part, range(len(bounds) - 1))
         loss, grads = results[0]
         for more_loss, more in results[1:]:
             loss += more_loss

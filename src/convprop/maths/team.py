@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ class _Layout:
         self.sizes, self.dtype, self.parts, self.images = sizes, np.dtype(dtype), parts, images
         self.in_size, self.n_out, n_par = in_size, n_out, sum(sizes)
         item = self.dtype.itemsize
+        self.offsets = np.cumsum([0, *sizes])  # each parameter's place in a flat row
         self.counts = _HEADER  # int64 per part: images in the part
         self.floats = self.counts + 8 * parts  # float64 per part: share, loss
         self.params = _align(self.floats + 16 * parts)
@@ -287,23 +289,22 @@ class Team:
             self.close()
             raise
 
-    def run(self, net, key: str, x: np.ndarray, t: np.ndarray, bounds: list[int]
-            ) -> list | None:
-        """[(loss · share, grads · share) of each part], parts p % n != 0 on the workers;
-        None (nothing run) if another caller holds the team."""
+    def run(self, net, key: str, part: Callable[[int], Any], x: np.ndarray,
+            t: np.ndarray, bounds: list[int], shares: list[float]) -> list | None:
+        """[part(p) for each part p], parts p % n != 0 computed on the workers; None
+        (nothing run) if another caller holds the team."""
         if not self.busy.acquire(blocking=False):
             return None
         try:
-            return self._run(net, key, x, t, bounds)
+            return self._run(net, key, part, x, t, bounds, shares)
         finally:
             self.busy.release()
 
-    def _run(self, net, key, x, t, bounds):
-        n_parts, n = len(bounds) - 1, x.shape[0]
+    def _run(self, net, key, part, x, t, bounds, shares):
+        n_parts = len(bounds) - 1
         names = list(net.params)
         sizes = [net.params[k].size for k in names]
         images = max(b - a for a, b in zip(bounds, bounds[1:]))
-        shares = [(b - a) / n for a, b in zip(bounds, bounds[1:])]
         mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
         busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
         for _, worker in busy:  # every setup first: a failure leaves no job half posted
@@ -324,12 +325,10 @@ class Team:
             worker.post(self.jobs)
         results: list[Any] = [None] * n_parts
         for p in range(0, n_parts, self.n):
-            a, b = bounds[p], bounds[p + 1]
-            results[p] = net._part(x[a:b], t[a:b], shares[p])
-        offsets = np.cumsum([0, *sizes])
+            results[p] = part(p)
         for w, worker in busy:
             worker.wait(self.jobs)
-            v = worker.views
+            v, offsets = worker.views, worker.layout.offsets
             if v["header"][STATUS]:
                 raise _TeamError("a worker process failed on its part")
             for j, p in enumerate(mine[w]):
@@ -345,19 +344,20 @@ class Team:
                 worker.close()
 
 
-def run_parts(net, x: np.ndarray, t: np.ndarray, bounds: list[int], threads: int
-              ) -> list | None:
-    """Each part's (loss · share, gradients · share) computed by the team of ``threads``
-    members, or None when the team cannot take this job (one thread or part, not POSIX,
-    a network the worker cannot rebuild, another caller using the team, a failed
-    worker): the caller then runs the parts itself, with the same bits."""
+def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
+              bounds: list[int], shares: list[float], threads: int) -> list | None:
+    """[part(p) for each part p] (its loss · share and gradients · share: the caller's
+    own parts by ``part``, the others by the workers from x, t and ``shares``) on the
+    team of ``threads`` members; None when the team cannot take this job (one thread or
+    part, not POSIX, a network the worker cannot rebuild, another caller using the
+    team, a failed worker): the caller then runs the parts itself, with the same bits."""
     if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
         return None
     key = structure(net)
     if key in _TEAM["unsupported"]:
         return None
     try:
-        return _team(threads).run(net, key, x, t, bounds)
+        return _team(threads).run(net, key, part, x, t, bounds, shares)
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)
         warnings.warn(f"convprop: this network's batch parts run on threads (worker "
@@ -419,13 +419,13 @@ def serve(orders: int, answers: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_num_threads(1)
-    net, views, mem, done = None, None, None, 0
+    net, layout, views, mem, done = None, None, None, None, 0
     fence()  # compiled (or loaded) before the first job
     while True:
         if views is not None and _job_posted(views, done, orders):
             done = int(views["header"][JOB])
             fence()
-            views["header"][STATUS] = _work(net, views)
+            views["header"][STATUS] = _work(net, layout, views)
             fence()
             views["header"][DONE] = done
             continue
@@ -445,7 +445,7 @@ def serve(orders: int, answers: int) -> None:
                 _unmap(mem)
                 mem, done = new, 0
             elif head[:1] == b"n":
-                net = None
+                net = None  # the old replica goes before the new one is built
                 net = pickle.loads(payload)
             os.write(answers, b"k")
         except Exception as e:  # noqa: BLE001 - told to the caller, which falls back
@@ -476,11 +476,10 @@ def _job_posted(views, done: int, orders: int) -> bool:
         header[SLEEP] = 0
 
 
-def _work(net, views) -> int:
+def _work(net, layout: _Layout, views) -> int:
     """Run this worker's parts of the posted job; 0 if done, 1 if it failed."""
     try:
-        offsets = np.cumsum([0] + [v.size for v in net.params.values()])
-        flat = views["params"]
+        offsets, flat = layout.offsets, views["params"]
         for i, arr in enumerate(net.params.values()):
             arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
         for j in range(int(views["header"][NPARTS])):
