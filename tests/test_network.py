@@ -106,7 +106,8 @@ def test_parse_spec_returns_layers_or_raises_spec_error(text):
         layers = parse_spec(text)
     except SpecError:
         return
-    assert layers and all(kind in ("conv", "mean", "max") and a >= 1 for kind, a, _ in layers)
+    assert layers and all(kind in ("conv", "mean", "max", "fc") and a >= 1
+                          for kind, a, _ in layers)
 
 
 @settings(max_examples=300, deadline=None)
