@@ -223,3 +223,65 @@ def test_start_brings_the_workers_up_before_the_first_batch(threads):
     x, y = batch(50)
     assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
     assert team._TEAM["team"] is started  # the same team took the batch
+
+
+def test_a_cold_start_compiles_half_the_kernels_on_a_worker(tmp_path):
+    """With an empty numba cache and a team started (as `convprop train` does), the
+    worker compiles the forward kernel into the disk cache while the caller compiles
+    the backward one, then the caller loads the forward one from the cache; one member
+    compiles both itself.  Either way training gives the same bits."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    seen = {}
+    for members in (2, 1):
+        code = f"""if True:
+            import hashlib, numpy as np
+            from convprop import Network, set_num_threads
+            from convprop.maths import kernels, team
+            set_num_threads({members})
+            team.start({members})
+            net = Network.from_spec("6c5-2s-12c5-2s", dtype="float32", seed=0)
+            assert net.compile_kernels() is True
+            for k in (kernels._conv_forward, kernels._conv_backward):
+                print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))
+            rng = np.random.default_rng(0)
+            x, y = rng.uniform(0, 1, (50, 28, 28)), rng.integers(0, 10, 50)
+            loss, grads = net.loss_and_grads(x, y)
+            print(hashlib.sha256(b"".join(g.tobytes() for g in grads.values())).hexdigest(), loss)
+        """
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / str(members)),
+               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        forward, backward, seen[members] = done.stdout.strip().splitlines()[-3:]
+        assert backward == "0 1"  # (cache hits, misses): compiled by the caller, cold
+        assert forward == ("1 0" if members == 2 else "0 1")  # 2: loaded, the worker's
+    assert seen[1] == seen[2]
+
+
+def test_a_compile_interrupted_in_the_caller_leaves_the_team_usable(threads, monkeypatch):
+    """The caller's compile fails (an interrupt) while the worker compiles its half: the
+    team is freed at once, the worker's answer is read before its next message (here
+    the new network's replica), and the next batch runs on the team with one thread's
+    bits."""
+    threads(2)
+    team.start(2)
+    net = Network.from_spec("6c5-2s-12c5-2s", activation="tanh-linear:0.3", seed=11)
+    real = team.kernels.compile
+
+    def interrupted(dtype, codes, progress=None, passes=("forward", "backward")):
+        if passes == ("backward",):
+            raise KeyboardInterrupt
+        return real(dtype, codes, progress, passes)
+
+    monkeypatch.setattr(team.kernels, "compile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        team.compile_kernels(net.dtype, net.kernel_codes(), False)
+    worker = team._TEAM["team"].workers[0]
+    assert worker.pending == 1 and not team._TEAM["team"].busy.locked()
+    monkeypatch.setattr(team.kernels, "compile", real)
+    x, y = batch(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
+    assert worker.pending == 0 and team._TEAM["team"].workers[0] is worker

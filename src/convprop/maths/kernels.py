@@ -477,23 +477,23 @@ def needs_compile(dtype, codes=()) -> bool:
                for k in (_conv_forward, _conv_backward))
 
 
-def compile(dtype, codes, progress=None) -> bool:  # noqa: A001 - the module's verb
-    """Compile (or load from the disk cache) the kernels for ``dtype`` and each kernel
-    code in ``codes``, by running them once on a tiny batch.  If that compiles,
-    ``progress(message)`` is called first with "compiling kernels (first run only)".
-    Returns whether it compiled."""
+def compile(dtype, codes, progress=None,  # noqa: A001 - the module's verb
+            passes=("forward", "backward")) -> bool:
+    """Compile (or load from the disk cache) the kernels of ``passes`` for ``dtype`` and
+    each kernel code in ``codes``, by running them once on a tiny batch.  If that
+    compiles, ``progress(message)`` is called first with "compiling kernels (first run
+    only)".  Returns whether it compiled."""
     dt = np.dtype(dtype)
     will = needs_compile(dt)
     if will and progress is not None:
         progress("compiling kernels (first run only)")
-    x = np.zeros((1, 6, 6, 1), dt)
-    w = np.zeros((2, 1, 5, 5), dt)
-    b = np.zeros(2, dt)
+    x, w, b = np.zeros((1, 6, 6, 1), dt), np.zeros((2, 1, 5, 5), dt), np.zeros(2, dt)
     consts = np.array([1.0, 0.0, 0.25], dt)
     for code in sorted(set(codes)):
-        z, a = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt)
-        p = np.zeros((2, 1, 1, 1), dt)
-        conv_forward(x, w, b, int(code), consts, 2, z, a, p)
-        dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
-        conv_backward(x, w, p, int(code), consts, 2, z, a, dw, db, dx)
+        z, a, p = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt), np.zeros((2, 1, 1, 1), dt)
+        if "forward" in passes:
+            conv_forward(x, w, b, int(code), consts, 2, z, a, p)
+        if "backward" in passes:
+            dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
+            conv_backward(x, w, p, int(code), consts, 2, z, a, dw, db, dx)
     return will

@@ -124,13 +124,16 @@ def needs_compile(dtype) -> bool:
                for k in (_im2col, _col2im, _finish, _delta))
 
 
-def compile(dtype) -> None:  # noqa: A001 - the module's verb
-    """Compile (or load from the disk cache) this path's kernels for ``dtype``."""
+def compile(dtype, passes=("forward", "backward")) -> None:  # noqa: A001 - the module's verb
+    """Compile (or load from the disk cache) this path's kernels of ``passes`` for
+    ``dtype``."""
     dt = np.dtype(dtype)
     x, w, b = np.zeros((1, 6, 6, 1), dt), np.zeros((2, 1, 5, 5), dt), np.zeros(2, dt)
     consts = np.array([1.0, 0.0, 0.25], dt)
     z, a = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt)
     p = np.zeros((2, 1, 1, 1), dt)
-    conv_forward(x, w, b, 1, consts, 2, z, a, p)
-    conv_backward(x, w, p, 1, consts, 2, z, a, np.zeros_like(w), np.zeros_like(b),
-                  np.zeros_like(x))
+    if "forward" in passes:
+        conv_forward(x, w, b, 1, consts, 2, z, a, p)
+    if "backward" in passes:
+        conv_backward(x, w, p, 1, consts, 2, z, a, np.zeros_like(w), np.zeros_like(b),
+                      np.zeros_like(x))

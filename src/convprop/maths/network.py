@@ -429,9 +429,7 @@ class Network:
             self.dtype))
         if will and progress is not None:
             progress("compiling kernels (first run only)")
-        kernels.compile(self.dtype, self.kernel_codes())
-        if gemm:
-            kernels_gemm.compile(self.dtype)
+        team.compile_kernels(self.dtype, self.kernel_codes(), gemm, aside=will)
         return will
 
     def trace(self, x: Any, y: Any) -> Trace:

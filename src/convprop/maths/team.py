@@ -33,8 +33,6 @@ import atexit
 import mmap
 import os
 import pickle
-import select
-import signal
 import struct
 import subprocess
 import sys
@@ -51,11 +49,10 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
-from convprop.maths.parallel import set_num_threads
+from convprop.maths import kernels, kernels_gemm
 
 JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
 _HEADER = 64  # bytes
-_SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
 _TEAM: dict[str, Any] = {"team": None, "unsupported": set()}
 _LOCK = threading.Lock()
 
@@ -139,7 +136,7 @@ class _Worker:
         to_worker, from_worker = os.pipe(), os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from convprop.maths.team import serve; "
+                [sys.executable, "-c", "from convprop.maths.team_worker import serve; "
                  f"serve({to_worker[0]}, {from_worker[1]})"],
                 pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=env)
         except BaseException:
@@ -155,6 +152,7 @@ class _Worker:
         self.mem: mmap.mmap | None = None
         self.replica = ""
         self.posted = 0  # the last job posted to it
+        self.pending = 0  # messages asked and not yet answered
 
     def send(self, kind: bytes, payload: bytes = b"") -> None:
         data = memoryview(kind + struct.pack("<q", len(payload)) + payload)
@@ -163,10 +161,23 @@ class _Worker:
 
     def request(self, kind: bytes, payload: bytes) -> None:
         """Send a setup message and wait for the worker's answer (ok, or its error)."""
+        self.ask(kind, payload)
+        self.answer()
+
+    def ask(self, kind: bytes, payload: bytes) -> None:
+        """Send a message that the worker answers; :meth:`answer` reads the answer."""
+        while self.pending:  # one left unread by an interrupted caller
+            self.answer()
         self.send(kind, payload)
+        self.pending += 1
+
+    def answer(self) -> None:
+        """The worker's answer to the oldest message asked: None if ok, else
+        _Unsupported with the worker's error, or _TeamError if the worker ended."""
         answer = _read(self.answers, 1)
         if not answer:
             raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
+        self.pending -= 1
         if answer != b"k":
             size = struct.unpack("<q", _read(self.answers, 8))[0]
             raise _Unsupported(_read(self.answers, size).decode())
@@ -398,6 +409,59 @@ def start(threads: int) -> None:
         pass
 
 
+def compile_kernels(dtype, codes, gemm: bool, aside: bool = True) -> None:
+    """Compile (or load) the kernels for ``dtype`` and ``codes`` (the GEMM path's too if
+    ``gemm``).  With ``aside`` and a team started, its worker compiles the forward ones
+    meanwhile (:func:`compile_aside`), and they load from the disk cache after."""
+    wait = compile_aside(dtype, codes, gemm) if aside else None
+    passes = ("backward",) if wait is not None else ("forward", "backward")
+    try:
+        kernels.compile(dtype, codes, passes=passes)
+        if gemm:
+            kernels_gemm.compile(dtype, passes=passes)
+    except BaseException:
+        if wait is not None:
+            wait(abandon=True)
+        raise
+    if wait is not None:
+        wait()
+        kernels.compile(dtype, codes, passes=("forward",))
+        if gemm:
+            kernels_gemm.compile(dtype, passes=("forward",))
+
+
+def compile_aside(dtype, codes, gemm: bool) -> Callable[..., None] | None:
+    """Have the team's first worker compile (or load) the forward kernels for ``dtype``
+    and ``codes`` (and the GEMM path's if ``gemm``) into numba's disk cache while the
+    caller compiles the backward ones: on two cores a cold start compiles in about half
+    the time.  Returns a function that waits for the worker (after which the caller
+    loads those kernels from the cache; ``wait(abandon=True)`` frees the team without
+    waiting, the answer read before the next message), or None when no started team
+    can take it.  A failure there only costs the caller compiling them itself."""
+    team = _TEAM["team"]
+    if team is None or team.pid != os.getpid() or not team.workers or _TEAM.get("off"):
+        return None
+    if not team.busy.acquire(blocking=False):
+        return None
+    worker = team.workers[0]
+    try:
+        worker.ask(b"c", pickle.dumps((np.dtype(dtype).str, sorted(set(codes)), gemm)))
+    except OSError:
+        team.busy.release()
+        return None
+
+    def wait(abandon: bool = False) -> None:
+        try:
+            if not abandon:
+                worker.answer()
+        except (_Unsupported, _TeamError, OSError):
+            pass  # the caller compiles them; a dead worker shows at the first batch
+        finally:
+            team.busy.release()
+
+    return wait
+
+
 def close() -> None:
     """Stop the team's workers: at a new thread count, after a failed worker, and at
     the interpreter's exit."""
@@ -407,89 +471,3 @@ def close() -> None:
 
 
 atexit.register(close)
-
-
-# ------------------------------------------------------------------------ the worker
-def serve(orders: int, answers: int) -> None:
-    """A worker's life: setup messages on the ``orders`` pipe (m: map shared memory,
-    n: a network replica, w: wake up, q: quit), answers on ``answers``; jobs through
-    shared memory."""
-    # Ctrl-C and a SIGTERM to the whole group are the caller's to handle (it stops after
-    # a checkpoint); a worker ends when the caller closes its pipe, or with it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    set_num_threads(1)
-    net, layout, views, mem, done = None, None, None, None, 0
-    fence()  # compiled (or loaded) before the first job
-    while True:
-        if views is not None and _job_posted(views, done, orders):
-            done = int(views["header"][JOB])
-            fence()
-            views["header"][STATUS] = _work(net, layout, views)
-            fence()
-            views["header"][DONE] = done
-            continue
-        head = _read(orders, 9)
-        if len(head) < 9 or head[:1] == b"q":
-            return
-        payload = _read(orders, struct.unpack("<q", head[1:])[0])
-        if head[:1] == b"w":
-            continue
-        try:
-            if head[:1] == b"m":
-                path, args = pickle.loads(payload)
-                layout = _Layout(*args)
-                with open(path, "r+b") as f:
-                    new = mmap.mmap(f.fileno(), layout.size)
-                views = layout.views(new)
-                _unmap(mem)
-                mem, done = new, 0
-            elif head[:1] == b"n":
-                net = None  # the old replica goes before the new one is built
-                net = pickle.loads(payload)
-            os.write(answers, b"k")
-        except Exception as e:  # noqa: BLE001 - told to the caller, which falls back
-            text = f"{type(e).__name__}: {e}".encode()
-            os.write(answers, b"e" + struct.pack("<q", len(text)) + text)
-
-
-def _job_posted(views, done: int, orders: int) -> bool:
-    """True when a job newer than ``done`` is posted: polled for a while, then slept
-    for on the orders pipe (the caller writes a byte when it finds the worker asleep);
-    False when a message is waiting instead."""
-    header = views["header"]
-    end = time.perf_counter() + _SPIN_SECONDS
-    while True:
-        for _ in range(256):
-            if header[JOB] > done:
-                return True
-        if time.perf_counter() > end:
-            break
-    header[SLEEP] = 1
-    fence()
-    try:
-        while header[JOB] <= done:
-            if select.select([orders], [], [], 0.05)[0]:
-                return False  # a message (a wake-up byte is read and skipped)
-        return True
-    finally:
-        header[SLEEP] = 0
-
-
-def _work(net, layout: _Layout, views) -> int:
-    """Run this worker's parts of the posted job; 0 if done, 1 if it failed."""
-    try:
-        offsets, flat = layout.offsets, views["params"]
-        for i, arr in enumerate(net.params.values()):
-            arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
-        for j in range(int(views["header"][NPARTS])):
-            m = int(views["counts"][j])
-            x = views["x"][j, :m].reshape(m, *net.input_shape)
-            loss, grads = net._part(x, views["t"][j, :m], float(views["floats"][j, 0]))
-            views["floats"][j, 1] = loss
-            g = views["g"][j]
-            for i, arr in enumerate(grads.values()):
-                g[offsets[i]:offsets[i + 1]] = arr.ravel()
-        return 0
-    except Exception:  # noqa: BLE001 - the caller raises and falls back to threads
-        return 1

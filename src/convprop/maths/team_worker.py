@@ -1,0 +1,109 @@
+"""The worker's side of the team (:mod:`convprop.maths.team`): a process started by the
+caller that takes setup messages on a pipe and batch jobs through shared memory, and
+runs ``Network._part`` on its replica of the network."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import select
+import signal
+import struct
+import time
+
+from convprop.maths import kernels, kernels_gemm
+from convprop.maths.parallel import set_num_threads
+from convprop.maths.team import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
+
+_SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
+
+
+def serve(orders: int, answers: int) -> None:
+    """A worker's life: setup messages on the ``orders`` pipe (m: map shared memory,
+    n: a network replica, c: compile kernels, w: wake up, q: quit), answers on
+    ``answers``; jobs through shared memory."""
+    # Ctrl-C and a SIGTERM to the whole group are the caller's to handle (it stops after
+    # a checkpoint); a worker ends when the caller closes its pipe, or with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    set_num_threads(1)
+    net, layout, views, mem, done = None, None, None, None, 0
+    fence()  # compiled (or loaded) before the first job
+    while True:
+        if views is not None and _job_posted(views, done, orders):
+            done = int(views["header"][JOB])
+            fence()
+            views["header"][STATUS] = _work(net, layout, views)
+            fence()
+            views["header"][DONE] = done
+            continue
+        head = _read(orders, 9)
+        if len(head) < 9 or head[:1] == b"q":
+            return
+        payload = _read(orders, struct.unpack("<q", head[1:])[0])
+        if head[:1] == b"w":
+            continue
+        try:
+            if head[:1] == b"m":
+                path, args = pickle.loads(payload)
+                layout = _Layout(*args)
+                with open(path, "r+b") as f:
+                    new = mmap.mmap(f.fileno(), layout.size)
+                views = layout.views(new)
+                _unmap(mem)
+                mem, done = new, 0
+            elif head[:1] == b"c":  # compile kernels into the disk cache (team.compile_aside)
+                dtype, codes, gemm = pickle.loads(payload)
+                kernels.compile(dtype, codes, passes=("forward",))
+                if gemm:
+                    kernels_gemm.compile(dtype, passes=("forward",))
+            elif head[:1] == b"n":
+                net = None  # the old replica goes before the new one is built
+                net = pickle.loads(payload)
+            os.write(answers, b"k")
+        except Exception as e:  # noqa: BLE001 - told to the caller, which falls back
+            text = f"{type(e).__name__}: {e}".encode()
+            os.write(answers, b"e" + struct.pack("<q", len(text)) + text)
+
+
+def _job_posted(views, done: int, orders: int) -> bool:
+    """True when a job newer than ``done`` is posted: polled for a while, then slept
+    for on the orders pipe (the caller writes a byte when it finds the worker asleep);
+    False when a message is waiting instead."""
+    header = views["header"]
+    end = time.perf_counter() + _SPIN_SECONDS
+    while True:
+        for _ in range(256):
+            if header[JOB] > done:
+                return True
+        if time.perf_counter() > end:
+            break
+    header[SLEEP] = 1
+    fence()
+    try:
+        while header[JOB] <= done:
+            if select.select([orders], [], [], 0.05)[0]:
+                return False  # a message (a wake-up byte is read and skipped)
+        return True
+    finally:
+        header[SLEEP] = 0
+
+
+def _work(net, layout: _Layout, views) -> int:
+    """Run this worker's parts of the posted job; 0 if done, 1 if it failed."""
+    try:
+        offsets, flat = layout.offsets, views["params"]
+        for i, arr in enumerate(net.params.values()):
+            arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
+        for j in range(int(views["header"][NPARTS])):
+            m = int(views["counts"][j])
+            x = views["x"][j, :m].reshape(m, *net.input_shape)
+            loss, grads = net._part(x, views["t"][j, :m], float(views["floats"][j, 0]))
+            views["floats"][j, 1] = loss
+            g = views["g"][j]
+            for i, arr in enumerate(grads.values()):
+                g[offsets[i]:offsets[i + 1]] = arr.ravel()
+        return 0
+    except Exception:  # noqa: BLE001 - the caller raises and falls back to threads
+        return 1
