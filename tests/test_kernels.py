@@ -11,7 +11,7 @@ import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
-from convprop.maths import kernels, kernels_gemm
+from convprop.maths import compiling, kernels, kernels_gemm
 from convprop.maths.activations import Activation, Sigmoid, get_activation
 from convprop.maths.layers import Conv, fused_code, to_chwn, to_nchw
 from convprop.maths.network import Network
@@ -80,11 +80,16 @@ def run_kernels(code, x, w, b, dp, s, path=kernels):
 @pytest.mark.parametrize("n", [1, 7])
 @pytest.mark.parametrize("s", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("path", [kernels, kernels_gemm], ids=["direct", "gemm"])
-def test_fused_conv_kernels_match_torch(path, k, s, n, dtype):
+@pytest.mark.parametrize("path", ["direct", "gemm", "gemm-dx"])
+def test_fused_conv_kernels_match_torch(path, k, s, n, dtype, monkeypatch):
     """conv_forward (z, f(z), mean-pool) and conv_backward (dW, db, dx) equal PyTorch
     autograd for every fused activation, kernel sizes 1-5, pool scales 1-3, batch 1 and 7,
-    on both paths (direct kernels, im2col + GEMM)."""
+    on both paths (direct kernels, im2col + GEMM), the latter with either plan of
+    ``kernels_gemm.gemm_passes`` (every pass a GEMM, or only dx)."""
+    if path != "direct":
+        plan = ("dx",) if path == "gemm-dx" else ("forward", "dw", "dx")
+        monkeypatch.setitem(kernels_gemm._PLAN, "passes", plan)
+    path = kernels if path == "direct" else kernels_gemm
     x, w, b, dp = case(k, s, n, dtype, seed=10 * k + s)
     for code, (name, _) in FUSED.items():
         got = run_kernels(code, x, w, b, dp, s, path)
@@ -337,10 +342,10 @@ def test_compile_kernels_says_so_only_when_it_compiles(monkeypatch):
     net = Network.from_spec("3c3-2s", input_shape=(8, 8), dtype="float32")
     said = []
     net.compile_kernels(said.append)
-    assert not kernels.needs_compile("float32")
+    assert not compiling.needs_compile("float32")
     said.clear()
     assert net.compile_kernels(said.append) is False and said == []
-    monkeypatch.setattr(kernels, "needs_compile", lambda *a: True)
+    monkeypatch.setattr(compiling, "needs_compile", lambda *a: True)
     assert net.compile_kernels(said.append) is True
     assert said == ["compiling kernels (first run only)"]
 
@@ -369,3 +374,24 @@ def test_single_threaded_blas_holds_until_the_last_concurrent_caller_leaves():
     finally:
         for lib, n in zip(libs, before):
             lib.set_num_threads(n)
+
+
+@pytest.mark.parametrize("blas,wide", [
+    ([("openblas", "Haswell")], True), ([("openblas", "Zen")], True),
+    ([("openblas", "SkylakeX")], False), ([("openblas", "Cooperlake")], False),
+    ([("mkl", None)], False), ([], False)])
+def test_gemm_passes_follow_the_machine_and_the_environment(monkeypatch, blas, wide):
+    """kernels_gemm.gemm_passes: only dx as a GEMM where numba has AVX-512 and NumPy's
+    BLAS is an OpenBLAS on narrower kernels, every pass otherwise (an unknown BLAS
+    included); $CONVPROP_GEMM_PASSES overrides the rule, an invalid value does not."""
+    import llvmlite.binding as ll
+
+    avx512 = bool(ll.get_host_cpu_features().get("avx512f", False))
+    monkeypatch.setattr(kernels_gemm, "_PLAN", {"blas": tuple(blas)})
+    monkeypatch.delenv(kernels_gemm.ENV_PASSES, raising=False)
+    assert kernels_gemm.gemm_passes() == (("dx",) if wide and avx512 else ("forward", "dw", "dx"))
+    for text, want in [("dx", ("dx",)), ("forward, dw, dx", ("forward", "dw", "dx")),
+                       ("everything", kernels_gemm.gemm_passes())]:
+        monkeypatch.setattr(kernels_gemm, "_PLAN", {"blas": tuple(blas)})
+        monkeypatch.setenv(kernels_gemm.ENV_PASSES, text)
+        assert kernels_gemm.gemm_passes() == want, text

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from convprop import Network
-from convprop.maths import team
+from convprop.maths import compiling, team
 from convprop.maths.activations import Sigmoid
 from convprop.maths.network import get_num_threads, set_num_threads
 
@@ -267,19 +267,19 @@ def test_a_compile_interrupted_in_the_caller_leaves_the_team_usable(threads, mon
     threads(2)
     team.start(2)
     net = Network.from_spec("6c5-2s-12c5-2s", activation="tanh-linear:0.3", seed=11)
-    real = team.kernels.compile
+    real = compiling.compile_passes
 
-    def interrupted(dtype, codes, progress=None, passes=("forward", "backward")):
+    def interrupted(dtype, codes, gemm, passes=("forward", "backward")):
         if passes == ("backward",):
             raise KeyboardInterrupt
-        return real(dtype, codes, progress, passes)
+        return real(dtype, codes, gemm, passes)
 
-    monkeypatch.setattr(team.kernels, "compile", interrupted)
+    monkeypatch.setattr(compiling, "compile_passes", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        team.compile_kernels(net.dtype, net.kernel_codes(), False)
+        compiling.compile_kernels(net.dtype, net.kernel_codes(), False)
     worker = team._TEAM["team"].workers[0]
     assert worker.pending == 1 and not team._TEAM["team"].busy.locked()
-    monkeypatch.setattr(team.kernels, "compile", real)
+    monkeypatch.setattr(compiling, "compile_passes", real)
     x, y = batch(50)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

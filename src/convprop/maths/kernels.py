@@ -13,9 +13,9 @@ toolbox's ``convn`` is a true convolution with the kernel rotated by 180 degrees
 two agree when the kernels are stored rotated.
 
 Compilation: the kernels compile lazily, only for the dtype a run uses, and are cached
-on disk; :func:`needs_compile` says whether a first call will compile and
-:func:`compile` does it up front.  No ``reshape`` inside numba code (its error
-formatting alone took seconds to compile): the Python wrappers pass (C, H, W·N) views.
+on disk (``compiling.py`` says whether a first call will compile, and does it up
+front).  No ``reshape`` inside numba code (its error formatting alone took seconds to
+compile): the Python wrappers pass (C, H, W·N) views.
 """
 
 from __future__ import annotations
@@ -376,24 +376,29 @@ def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
         db[o] = total
 
 
-def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx, delta=None) -> None:
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
     dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
     them (either may be empty if f' does not read it).  Computes
-    δ = f'(z) ∘ up_s(dp) / s², then dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n],
-    db[o] = Σ δ[o], and, if dx is non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    δ = f'(z) ∘ up_s(dp) / s² (into ``delta``, (O, Ho, Wo, N), if given), then
+    dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n], db[o] = Σ δ[o], and, if dx is
+    non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    keep = _rows(delta) if delta is not None else _NONE3[x.dtype]
     _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
-                   dw, db, _rows(dx))
+                   dw, db, _rows(dx), keep)
+
+
+_NONE3 = {np.dtype(t): np.zeros((0, 0, 0), t) for t in ("float32", "float64")}
 
 
 @njit(**_BWD)
-def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
-    """:func:`conv_backward` on (C, H, W·N) rows."""
+def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3, keep):
+    """:func:`conv_backward` on (C, H, W·N) rows; δ goes to ``keep`` if non-empty."""
     n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
     ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
     m = wo * nb
-    delta = np.empty((n_out, ho, m), x3.dtype)
+    delta = keep if keep.size > 0 else np.empty((n_out, ho, m), x3.dtype)
     _delta(dp3, nb, wo, code, consts, s, z, a, delta, db)
     one = consts[0]
     step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
@@ -447,53 +452,3 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3):
             else:
                 for t0 in range(0, wd * nb, _BLOCK):
                     _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
-
-
-# ============================================================================ compiling
-def _has(signatures, dtype: np.dtype) -> bool:
-    """Whether one of numba's signatures is for arrays of ``dtype`` (each kernel takes
-    arrays of a single dtype)."""
-    want = f"Array({np.dtype(dtype).name}, "
-    return any(want in str(sig) for sig in signatures)
-
-
-def _on_disk(kernel, dtype: np.dtype) -> bool:
-    """Whether numba's on-disk cache holds ``kernel`` for this dtype (read from the
-    cache index; any failure to read it counts as 'not cached')."""
-    try:
-        index = kernel._cache._cache_file._load_index()  # numba internals, guarded
-    except Exception:  # noqa: BLE001 - a missing or unreadable index: will compile
-        return False
-    return _has([key[0] for key in index], dtype)
-
-
-def needs_compile(dtype, codes=()) -> bool:
-    """True when running the kernels in ``dtype`` will compile them, i.e. they are
-    neither loaded in this process nor in numba's on-disk cache (a first run, or a new
-    numba/Python).  Kernels compile per dtype; ``codes`` (the activation codes to run)
-    share one compilation."""
-    dt = np.dtype(dtype)
-    return any(not (_has(k.signatures, dt) or _on_disk(k, dt))
-               for k in (_conv_forward, _conv_backward))
-
-
-def compile(dtype, codes, progress=None,  # noqa: A001 - the module's verb
-            passes=("forward", "backward")) -> bool:
-    """Compile (or load from the disk cache) the kernels of ``passes`` for ``dtype`` and
-    each kernel code in ``codes``, by running them once on a tiny batch.  If that
-    compiles, ``progress(message)`` is called first with "compiling kernels (first run
-    only)".  Returns whether it compiled."""
-    dt = np.dtype(dtype)
-    will = needs_compile(dt)
-    if will and progress is not None:
-        progress("compiling kernels (first run only)")
-    x, w, b = np.zeros((1, 6, 6, 1), dt), np.zeros((2, 1, 5, 5), dt), np.zeros(2, dt)
-    consts = np.array([1.0, 0.0, 0.25], dt)
-    for code in sorted(set(codes)):
-        z, a, p = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt), np.zeros((2, 1, 1, 1), dt)
-        if "forward" in passes:
-            conv_forward(x, w, b, int(code), consts, 2, z, a, p)
-        if "backward" in passes:
-            dw, db, dx = np.zeros_like(w), np.zeros_like(b), np.zeros_like(x)
-            conv_backward(x, w, p, int(code), consts, 2, z, a, dw, db, dx)
-    return will

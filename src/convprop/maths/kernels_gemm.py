@@ -7,35 +7,92 @@ W the (O, C·k·k) weight matrix, then f and the mean-pooling in one pass over z
 direct path, dW = δ colsᵀ (equation 13), db = Σ δ (14) and dx = col2im(Wᵀ δ) (12,
 the adjoint of im2col: each window entry added back onto the pixel it came from).
 
-Which layers take this path is :func:`use_gemm`'s fixed rule (measured, see
-docs/performance.md), never a timing taken at run time: the numbers must not depend on
-the machine's mood.  All loops are sequential in a fixed order; a single-threaded BLAS
-GEMM splits no sum, so the results are deterministic.
+Which layers take this path is :func:`use_gemm`'s fixed rule, and which of their
+passes run as GEMMs is :func:`gemm_passes`'s, fixed per machine and BLAS (measured,
+see docs/performance.md), never a timing taken at run time: the numbers must not
+depend on the machine's mood.  All loops are sequential in a fixed order; a
+single-threaded BLAS GEMM splits no sum, so the results are deterministic.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
-from convprop.maths.kernels import (
-    _BWD,
-    _FWD,
-    _activate,
-    _delta,
-    _has,
-    _on_disk,
-    _pool_row,
-    _rows,
-)
+from convprop.maths import kernels
+from convprop.maths.kernels import _BWD, _FWD, _activate, _delta, _pool_row, _rows
 
 GEMM_MIN_DEPTH = 400  # in_maps · k² at least (the inner dimension of the GEMM) ...
 GEMM_MIN_MAPS = 48  # ... and at least this many output maps (its rows)
 
 
+ENV_PASSES = "CONVPROP_GEMM_PASSES"  # "forward,dw,dx" or "dx": overrides gemm_passes()
+_PLAN: dict[str, tuple] = {}
+_AVX512_BLAS = {"skylakex", "cooperlake", "sapphirerapids"}  # OpenBLAS's AVX-512 kernels
+
+
 def use_gemm(in_maps: int, out_maps: int, k: int) -> bool:
     """Whether a conv layer runs im2col + GEMM rather than the direct kernels."""
     return in_maps * k * k >= GEMM_MIN_DEPTH and out_maps >= GEMM_MIN_MAPS
+
+
+def gemm_passes() -> tuple[str, ...]:
+    """Which passes of a wide layer (:func:`use_gemm`) run as GEMMs in this process:
+    ("forward", "dw", "dx"), or only ("dx",) (dx = col2im(Wᵀ δ); the forward pass and
+    dW on the direct kernels, and no im2col at all) where numba compiles the direct
+    kernels for AVX-512 while every BLAS NumPy uses is an OpenBLAS running narrower
+    kernels (an AMD Zen 5 whose environment pins OpenBLAS to its Haswell kernels,
+    ``OPENBLAS_CORETYPE=Haswell``, as this project's machines do).  There
+    the direct forward and dW of 32 -> 64 maps took 61 and 48 us per image against
+    the GEMMs' 57 and 60 (float32; float64 102 and 73 against 139 and 125), while dx
+    still favours the GEMM over the direct kernels' zero-padded full correlation.
+    ``$CONVPROP_GEMM_PASSES`` ("forward,dw,dx" or "dx") overrides the rule; the
+    team's workers get the caller's plan that way."""
+    if "passes" not in _PLAN:
+        text = os.environ.get(ENV_PASSES, "").replace(" ", "")
+        if text in ("forward,dw,dx", "dx"):
+            _PLAN["passes"] = tuple(text.split(","))
+        else:
+            _PLAN["passes"] = ("dx",) if _direct_is_wider() else ("forward", "dw", "dx")
+    return _PLAN["passes"]
+
+
+def _direct_is_wider() -> bool:
+    """numba targets AVX-512 and NumPy's BLAS is an OpenBLAS without its AVX-512 kernels
+    (any doubt: False, the plain GEMM plan)."""
+    try:
+        from numba.core import config
+
+        if config.CPU_NAME not in (None, "host") or config.CPU_FEATURES is not None:
+            return False  # a portable build target: no assumption about its vectors
+        import llvmlite.binding as ll
+
+        if not ll.get_host_cpu_features().get("avx512f", False):
+            return False
+        libs = numpy_blas()
+        return bool(libs) and all(api == "openblas" and str(core).lower() not in _AVX512_BLAS
+                                  for api, core in libs)
+    except Exception:  # noqa: BLE001 - introspection failed: keep the plain plan
+        return False
+
+
+def numpy_blas() -> list[tuple[str, str | None]]:
+    """(library, kernel family) of each BLAS NumPy uses, e.g. [("openblas", "Haswell")]
+    (OpenBLAS's family follows the CPU, or ``$OPENBLAS_CORETYPE`` where set, as on
+    machines that pin it to Haswell)."""
+    if "blas" not in _PLAN:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            mine = [lib for lib in libs if "numpy" in str(getattr(lib, "filepath", ""))]
+            _PLAN["blas"] = tuple((lib.internal_api, getattr(lib, "architecture", None))
+                                  for lib in mine or libs)
+        except Exception:  # noqa: BLE001 - unknown: an empty list, the plain plan
+            _PLAN["blas"] = ()
+    return list(_PLAN["blas"])
 
 
 @njit(**_FWD)
@@ -96,7 +153,10 @@ def _cols(x: np.ndarray, k: int) -> np.ndarray:
 
 def conv_forward(x, w, b, code, consts, s, z, a, p) -> None:
     """``kernels.conv_forward`` (same arguments, same results up to rounding) by im2col
-    and one GEMM."""
+    and one GEMM (or the direct kernel, see :func:`gemm_passes`)."""
+    if "forward" not in gemm_passes():
+        kernels.conv_forward(x, w, b, code, consts, s, z, a, p)
+        return
     n_out, k, n = w.shape[0], w.shape[2], x.shape[3]
     ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     zz = z if z.size > 0 else np.empty((n_out, ho, wo, n), x.dtype)
@@ -105,35 +165,24 @@ def conv_forward(x, w, b, code, consts, s, z, a, p) -> None:
 
 
 def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
-    """``kernels.conv_backward`` (same arguments) by im2col and two GEMMs."""
+    """``kernels.conv_backward`` (same arguments) by im2col and two GEMMs (or δ and dW
+    by the direct kernel and dx by one GEMM, see :func:`gemm_passes`)."""
     n_out, n_in, k, n = w.shape[0], w.shape[1], w.shape[2], x.shape[3]
     ho, wo = x.shape[1] - k + 1, x.shape[2] - k + 1
     delta = np.empty((n_out, ho, wo * n), x.dtype)
-    _delta(_rows(dp), n, wo, code, consts, s, _rows(z), _rows(a), delta, db)
     d2 = delta.reshape(n_out, -1)
-    np.matmul(d2, _cols(x, k).T, out=dw.reshape(n_out, -1))
+    if "dw" in gemm_passes():
+        _delta(_rows(dp), n, wo, code, consts, s, _rows(z), _rows(a), delta, db)
+        np.matmul(d2, _cols(x, k).T, out=dw.reshape(n_out, -1))
+    else:
+        kernels.conv_backward(x, w, dp, code, consts, s, z, a, dw, db,
+                              np.empty((0, 0, 0, 0), x.dtype), delta.reshape(n_out, ho, wo, n))
     if dx.size > 0:
         dcols = w.reshape(n_out, -1).T @ d2
         _col2im(dcols.reshape(n_in, k, k, ho, wo * n), n, k, _rows(dx))
 
 
-def needs_compile(dtype) -> bool:
-    """True when this path's kernels for ``dtype`` are neither loaded nor on disk."""
-    dt = np.dtype(dtype)
-    return any(not (_has(k.signatures, dt) or _on_disk(k, dt))
-               for k in (_im2col, _col2im, _finish, _delta))
-
-
-def compile(dtype, passes=("forward", "backward")) -> None:  # noqa: A001 - the module's verb
-    """Compile (or load from the disk cache) this path's kernels of ``passes`` for
-    ``dtype``."""
-    dt = np.dtype(dtype)
-    x, w, b = np.zeros((1, 6, 6, 1), dt), np.zeros((2, 1, 5, 5), dt), np.zeros(2, dt)
-    consts = np.array([1.0, 0.0, 0.25], dt)
-    z, a = np.zeros((2, 2, 2, 1), dt), np.zeros((2, 2, 2, 1), dt)
-    p = np.zeros((2, 1, 1, 1), dt)
-    if "forward" in passes:
-        conv_forward(x, w, b, 1, consts, 2, z, a, p)
-    if "backward" in passes:
-        conv_backward(x, w, p, 1, consts, 2, z, a, np.zeros_like(w), np.zeros_like(b),
-                      np.zeros_like(x))
+def kernels_used() -> list:
+    """This path's own numba kernels that :func:`gemm_passes` runs."""
+    return [_col2im] + ([_im2col, _finish] if "forward" in gemm_passes() else []) + \
+        ([_im2col, _delta] if "dw" in gemm_passes() else [])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from convprop.errors import ConvpropError, SpecError
-from convprop.maths import kernels, kernels_gemm, team
+from convprop.maths import compiling, kernels, team
 from convprop.maths.activations import Activation, get_activation
 from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
 from convprop.maths.losses import get_loss
@@ -425,11 +425,10 @@ class Network:
         ``progress(message)`` is told "compiling kernels (first run only)" first if that
         compiles.  Returns whether it compiled."""
         gemm = any(getattr(layer, "gemm", False) for layer in self.layers)
-        will = kernels.needs_compile(self.dtype) or (gemm and kernels_gemm.needs_compile(
-            self.dtype))
+        will = compiling.needs_compile(self.dtype, gemm)
         if will and progress is not None:
             progress("compiling kernels (first run only)")
-        team.compile_kernels(self.dtype, self.kernel_codes(), gemm, aside=will)
+        compiling.compile_kernels(self.dtype, self.kernel_codes(), gemm, aside=will)
         return will
 
     def trace(self, x: Any, y: Any) -> Trace:

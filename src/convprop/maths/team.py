@@ -49,7 +49,7 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
-from convprop.maths import kernels, kernels_gemm
+from convprop.maths import kernels_gemm
 
 JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
 _HEADER = 64  # bytes
@@ -130,7 +130,11 @@ class _Worker:
 
     def __init__(self):
         env = {**os.environ, "CONVPROP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               kernels_gemm.ENV_PASSES: ",".join(kernels_gemm.gemm_passes())}  # same bits:
+        cores = {core for api, core in kernels_gemm.numpy_blas() if api == "openblas" and core}
+        if len(cores) == 1:  # the caller's OpenBLAS kernels, whatever the environment says now
+            env["OPENBLAS_CORETYPE"] = cores.pop()
         src = str(Path(__file__).resolve().parents[2])  # where this convprop is imported from
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
         to_worker, from_worker = os.pipe(), os.pipe()
@@ -407,27 +411,6 @@ def start(threads: int) -> None:
         _team(threads)
     except OSError:
         pass
-
-
-def compile_kernels(dtype, codes, gemm: bool, aside: bool = True) -> None:
-    """Compile (or load) the kernels for ``dtype`` and ``codes`` (the GEMM path's too if
-    ``gemm``).  With ``aside`` and a team started, its worker compiles the forward ones
-    meanwhile (:func:`compile_aside`), and they load from the disk cache after."""
-    wait = compile_aside(dtype, codes, gemm) if aside else None
-    passes = ("backward",) if wait is not None else ("forward", "backward")
-    try:
-        kernels.compile(dtype, codes, passes=passes)
-        if gemm:
-            kernels_gemm.compile(dtype, passes=passes)
-    except BaseException:
-        if wait is not None:
-            wait(abandon=True)
-        raise
-    if wait is not None:
-        wait()
-        kernels.compile(dtype, codes, passes=("forward",))
-        if gemm:
-            kernels_gemm.compile(dtype, passes=("forward",))
 
 
 def compile_aside(dtype, codes, gemm: bool) -> Callable[..., None] | None:

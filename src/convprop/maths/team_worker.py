@@ -12,7 +12,7 @@ import signal
 import struct
 import time
 
-from convprop.maths import kernels, kernels_gemm
+from convprop.maths.compiling import compile_passes
 from convprop.maths.parallel import set_num_threads
 from convprop.maths.team import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
 
@@ -55,9 +55,7 @@ def serve(orders: int, answers: int) -> None:
                 mem, done = new, 0
             elif head[:1] == b"c":  # compile kernels into the disk cache (team.compile_aside)
                 dtype, codes, gemm = pickle.loads(payload)
-                kernels.compile(dtype, codes, passes=("forward",))
-                if gemm:
-                    kernels_gemm.compile(dtype, passes=("forward",))
+                compile_passes(dtype, codes, gemm, ("forward",))
             elif head[:1] == b"n":
                 net = None  # the old replica goes before the new one is built
                 net = pickle.loads(payload)
