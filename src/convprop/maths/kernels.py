@@ -254,28 +254,23 @@ def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
     for o0 in range(0, n_out, step):
         both = step == 2 and o0 + 1 < n_out
         for i in range(ho):
-            zbuf[0, :] = b[o0]
+            # accumulate straight into the kept z rows, activate straight into a's rows
+            za = z[o0, i] if keep_z else zbuf[0]
+            zb = z[o0 + 1, i] if keep_z and both else zbuf[1]
+            za[:] = b[o0]
             if both:
-                zbuf[1, :] = b[o0 + 1]
+                zb[:] = b[o0 + 1]
                 for t0 in range(0, m, _BLOCK):
                     t1 = min(m, t0 + _BLOCK)
-                    _correlate_pair(x3, w, o0, i, t0, zbuf[0, t0:t1], zbuf[1, t0:t1], nb, 0, 5)
+                    _correlate_pair(x3, w, o0, i, t0, za[t0:t1], zb[t0:t1], nb, 0, 5)
             else:
                 for t0 in range(0, m, _BLOCK):
-                    _correlate_block(x3, w, o0, i, t0, zbuf[0, t0:t0 + _BLOCK], nb, 0, k)
+                    _correlate_block(x3, w, o0, i, t0, za[t0:t0 + _BLOCK], nb, 0, k)
             for o in range(o0, o0 + 2 if both else o0 + 1):
-                zr = zbuf[o - o0]
-                _activate(code, consts[1], consts[0], zr, ar)
-                if keep_z:
-                    zo = z[o, i]
-                    for t in range(m):
-                        zo[t] = zr[t]
-                if keep_a:
-                    ao = a[o, i]
-                    for t in range(m):
-                        ao[t] = ar[t]
+                out = a[o, i] if keep_a else ar
+                _activate(code, consts[1], consts[0], za if o == o0 else zb, out)
                 if pool:
-                    _pool_row(ar, i, s, nb, consts[2], hs[o - o0], hh, p[o])
+                    _pool_row(out, i, s, nb, consts[2], hs[o - o0], hh, p[o])
 
 
 @njit(**_BWD, inline="always")
