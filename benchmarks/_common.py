@@ -69,13 +69,18 @@ def default_threads() -> tuple[int, int]:
 
 
 def machine() -> str:
+    from convprop.maths import kernels_gemm
     from convprop.maths.network import get_num_threads
 
+    blas = ", ".join(f"{api} {core}" for api, core in kernels_gemm.numpy_blas()) or "unknown"
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"load average {os.getloadavg()[0]:.1f}; threads: convprop {get_num_threads()} "
             f"(inference: slices on threads; training: batch parts on the caller and "
             f"worker processes), BLAS {THREADS}, torch {torch.get_num_threads()}; "
-            f"torch {torch.__version__}, numpy {np.__version__}")
+            f"torch {torch.__version__}, numpy {np.__version__}; NumPy's BLAS: {blas}"
+            + (f" (OPENBLAS_CORETYPE={pinned} in the environment)" if pinned else "")
+            + f"; wide layers' GEMM passes: {'+'.join(kernels_gemm.gemm_passes())}")
 
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
