@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -22,9 +23,21 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="the team runs on POS
 
 @pytest.fixture
 def threads():
-    """Run a test at a given thread count, the team (and its flags) reset after."""
+    """Run a test at a given thread count, the team (and its flags) reset after.  The
+    team is started and waited for (a worker takes batches only once it has started:
+    the batches before run on threads, with the same bits, which would hide it)."""
     before = get_num_threads()
-    yield set_num_threads
+
+    def use(n):
+        set_num_threads(n)
+        team.start(n)
+        started = team._TEAM["team"]
+        deadline = time.monotonic() + 120
+        while started is not None and not all(w.settled() for w in started.workers):
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.01)
+
+    yield use
     set_num_threads(before)
     team._TEAM["off"] = False
     team._TEAM["unsupported"].clear()
@@ -65,11 +78,12 @@ def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, 
         x, y = batch(n, seed=step)
         want = one_thread(ref, x, y)
         threads(members)
+        jobs = team._TEAM["team"].jobs
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             got = net.loss_and_grads(x, y)
         assert_same(got, want)
-        assert team._TEAM["team"] is not None and team._TEAM["team"].n == members
+        assert team._TEAM["team"].n == members and team._TEAM["team"].jobs == jobs + 1
         for k, g in want[1].items():
             ref.params[k] -= 0.5 * g
             net.params[k] -= 0.5 * g
@@ -261,11 +275,9 @@ def test_a_cold_start_compiles_half_the_kernels_on_a_worker(tmp_path):
 
 def test_a_compile_interrupted_in_the_caller_leaves_the_team_usable(threads, monkeypatch):
     """The caller's compile fails (an interrupt) while the worker compiles its half: the
-    team is freed at once, the worker's answer is read before its next message (here
-    the new network's replica), and the next batch runs on the team with one thread's
-    bits."""
+    team is freed at once; batches run on threads until the worker's answer has come
+    (and been read), then on the team, with one thread's bits throughout."""
     threads(2)
-    team.start(2)
     net = Network.from_spec("6c5-2s-12c5-2s", activation="tanh-linear:0.3", seed=11)
     real = compiling.compile_passes
 
@@ -277,11 +289,35 @@ def test_a_compile_interrupted_in_the_caller_leaves_the_team_usable(threads, mon
     monkeypatch.setattr(compiling, "compile_passes", interrupted)
     with pytest.raises(KeyboardInterrupt):
         compiling.compile_kernels(net.dtype, net.kernel_codes(), False)
-    worker = team._TEAM["team"].workers[0]
-    assert worker.pending == 1 and not team._TEAM["team"].busy.locked()
+    started = team._TEAM["team"]
+    worker = started.workers[0]
+    assert worker.pending == 1 and not started.busy.locked()
     monkeypatch.setattr(compiling, "compile_passes", real)
     x, y = batch(50)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
-    assert worker.pending == 0 and team._TEAM["team"].workers[0] is worker
+        threads(2)  # until the worker's answer is in
+        assert worker.pending == 0
+        jobs = started.jobs
+        assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
+    assert started.jobs == jobs + 1 and team._TEAM["team"] is started
+
+
+def test_batches_run_on_threads_until_the_worker_has_started(threads):
+    """A worker that has not yet started (imported convprop, loaded its kernels) takes
+    no batch: those run on threads at once, with the same bits, instead of waiting for
+    it; the team takes the batches after it has."""
+    threads(1)
+    team.close()
+    set_num_threads(2)
+    team.start(2)
+    started = team._TEAM["team"]
+    assert not started.workers[0].ready  # just spawned: still importing
+    net = Network.from_spec("6c5-2s-12c5-2s", seed=12)
+    x, y = batch(50)
+    assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
+    assert started.jobs == 0
+    threads(2)  # waits until it has started
+    assert_same(net.loss_and_grads(x, y), one_thread(net, x, y))
+    assert started.jobs == 1 and team._TEAM["team"] is started

@@ -56,11 +56,13 @@ def compile_passes(dtype, codes, gemm: bool, passes=("forward", "backward")) -> 
                                    np.zeros_like(b), np.zeros_like(x))
 
 
-def compile_kernels(dtype, codes, gemm: bool, aside: bool = True) -> None:
+def compile_kernels(dtype, codes, gemm: bool, cold: bool = True) -> None:
     """Compile (or load) the kernels for ``dtype`` and ``codes`` (the GEMM path's too if
-    ``gemm``).  With ``aside`` and a team started, its worker compiles the forward ones
-    meanwhile (:func:`team.compile_aside`), and they load from the disk cache after."""
-    wait = team.compile_aside(dtype, codes, gemm) if aside else None
+    ``gemm``).  With a team started, its worker compiles the forward ones meanwhile if
+    ``cold`` (:func:`team.compile_aside`; they load from the disk cache here after),
+    and then every worker loads all of its kernels while the first batches run on
+    threads (:func:`team.load_aside`)."""
+    wait = team.compile_aside(dtype, codes, gemm) if cold else None
     try:
         compile_passes(dtype, codes, gemm, ("backward",) if wait is not None
                        else ("forward", "backward"))
@@ -71,3 +73,4 @@ def compile_kernels(dtype, codes, gemm: bool, aside: bool = True) -> None:
     if wait is not None:
         wait()
         compile_passes(dtype, codes, gemm, ("forward",))
+    team.load_aside(dtype, codes, gemm)

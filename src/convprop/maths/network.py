@@ -428,7 +428,7 @@ class Network:
         will = compiling.needs_compile(self.dtype, gemm)
         if will and progress is not None:
             progress("compiling kernels (first run only)")
-        compiling.compile_kernels(self.dtype, self.kernel_codes(), gemm, aside=will)
+        compiling.compile_kernels(self.dtype, self.kernel_codes(), gemm, cold=will)
         return will
 
     def trace(self, x: Any, y: Any) -> Trace:

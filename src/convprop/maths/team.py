@@ -7,11 +7,10 @@ caller itself, and the caller sums every part's loss and gradients in part order
 worker runs ``Network._part``, the same code on the same numbers as the caller would,
 so the result is bit-identical to one thread's, whichever member ran what.
 
-Why processes: threads share one interpreter lock, and a batch's two parts run the
-same sequence of layers in lockstep, so their Python steps (between the kernels, which
-release the lock) collide at every layer and each collision costs a sleeping thread's
-wake-up (30-50 us on a virtual CPU).  Two threads made the paper's network 1.2-1.4x
-faster; two processes 1.7x (the machine's ceiling, two independent copies, is 1.8x).
+Why processes: a batch's two parts on two threads run the same layers in lockstep, so
+their Python steps between the kernels collide on the interpreter lock at every layer,
+each collision costing a sleeping thread's wake-up (30-50 us on a virtual CPU).  Two
+threads made the paper's network 1.2-1.4x faster, two processes 1.7x.
 
 How a batch travels: each worker has a shared-memory file (``/dev/shm``, unlinked as
 soon as both sides have mapped it) holding a header of counters, the parameters, its
@@ -23,9 +22,9 @@ sides orders the data before the counters.  The worker keeps a replica of the ne
 sent (pickled) when the network's structure changes; parameters travel with every job.
 
 The team is used only where it can be: on POSIX, with a network that pickles and whose
-classes the worker can import.  Otherwise (or if a worker fails) the caller runs the
-parts on threads as before, with the same bits.
-"""
+classes the worker can import, and a worker that has started.  Otherwise (or if a
+worker fails) the caller runs the parts on threads, with the same bits.
+The worker's side is ``team_worker.py``."""
 
 from __future__ import annotations
 
@@ -33,6 +32,7 @@ import atexit
 import mmap
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
@@ -157,6 +157,7 @@ class _Worker:
         self.replica = ""
         self.posted = 0  # the last job posted to it
         self.pending = 0  # messages asked and not yet answered
+        self.ready = False  # its "started" byte read (it has imported convprop)
 
     def send(self, kind: bytes, payload: bytes = b"") -> None:
         data = memoryview(kind + struct.pack("<q", len(payload)) + payload)
@@ -178,6 +179,7 @@ class _Worker:
     def answer(self) -> None:
         """The worker's answer to the oldest message asked: None if ok, else
         _Unsupported with the worker's error, or _TeamError if the worker ended."""
+        self.started()
         answer = _read(self.answers, 1)
         if not answer:
             raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
@@ -185,6 +187,30 @@ class _Worker:
         if answer != b"k":
             size = struct.unpack("<q", _read(self.answers, 8))[0]
             raise _Unsupported(_read(self.answers, size).decode())
+
+    def started(self) -> None:
+        """Wait for the worker's first byte, sent once it has imported convprop."""
+        if not self.ready:
+            first = _read(self.answers, 1)
+            if first != b"r":
+                raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})"
+                                 if not first else f"a worker process said {first!r}")
+            self.ready = True
+
+    def settled(self) -> bool:
+        """Whether the worker has started and answered every message asked, reading
+        what has arrived without waiting for more; _TeamError if it ended."""
+        while not self.ready or self.pending:
+            if not select.select([self.answers], [], [], 0)[0]:
+                return False
+            if not self.ready:
+                self.started()
+                continue
+            try:
+                self.answer()
+            except _Unsupported:
+                pass  # kernels it failed to load: it compiles them at its first job
+        return True
 
     def prepare(self, net, key: str, layout_args: tuple) -> None:
         """Shared memory big enough for this job, and the replica of the network whose
@@ -245,19 +271,23 @@ class _Worker:
         fence()
 
     def close(self) -> None:
+        """Tell the worker to quit and wait for it; one still starting or loading its
+        kernels is killed instead (a short run would otherwise wait for it at exit)."""
         try:
-            self.send(b"q")
-        except OSError:
-            pass
-        for fd in (self.orders, self.answers):
+            idle = self.settled()
+        except (_TeamError, OSError):
+            idle = False
+        for step in (lambda: self.send(b"q"), lambda: os.close(self.orders),
+                     lambda: os.close(self.answers)):
             try:
-                os.close(fd)
+                step()
             except OSError:
                 pass
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=5 if idle else 0)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
         self.views = {}
         _unmap(self.mem)
 
@@ -322,6 +352,8 @@ class Team:
         images = max(b - a for a, b in zip(bounds, bounds[1:]))
         mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
         busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
+        if not all(worker.settled() for _, worker in busy):
+            return None  # still starting or loading kernels: this batch on threads
         for _, worker in busy:  # every setup first: a failure leaves no job half posted
             worker.prepare(net, key, (sizes, net.dtype.str, x[0].size, t.shape[1],
                                  -(-n_parts // self.n), images))
@@ -413,22 +445,23 @@ def start(threads: int) -> None:
         pass
 
 
-def compile_aside(dtype, codes, gemm: bool) -> Callable[..., None] | None:
-    """Have the team's first worker compile (or load) the forward kernels for ``dtype``
-    and ``codes`` (and the GEMM path's if ``gemm``) into numba's disk cache while the
-    caller compiles the backward ones: on two cores a cold start compiles in about half
-    the time.  Returns a function that waits for the worker (after which the caller
-    loads those kernels from the cache; ``wait(abandon=True)`` frees the team without
-    waiting, the answer read before the next message), or None when no started team
-    can take it.  A failure there only costs the caller compiling them itself."""
+def compile_aside(dtype, codes, gemm: bool, passes=("forward",),
+                  worker: int = 0) -> Callable[..., None] | None:
+    """Have a worker compile (or load) the kernels of ``passes`` for ``dtype``, ``codes``
+    (and the GEMM path's if ``gemm``) into numba's disk cache while the caller compiles
+    the others: a cold start in about half the time on two cores.  Returns a function
+    that waits for the worker (the caller then loads those kernels from the cache;
+    ``wait(abandon=True)`` frees the team at once: batches run on threads until the
+    worker has answered), or None when no started team can take it."""
     team = _TEAM["team"]
     if team is None or team.pid != os.getpid() or not team.workers or _TEAM.get("off"):
         return None
     if not team.busy.acquire(blocking=False):
         return None
-    worker = team.workers[0]
+    member = team.workers[worker]
     try:
-        worker.ask(b"c", pickle.dumps((np.dtype(dtype).str, sorted(set(codes)), gemm)))
+        member.ask(b"c", pickle.dumps((np.dtype(dtype).str, sorted(set(codes)), gemm,
+                                       tuple(passes))))
     except OSError:
         team.busy.release()
         return None
@@ -436,13 +469,24 @@ def compile_aside(dtype, codes, gemm: bool) -> Callable[..., None] | None:
     def wait(abandon: bool = False) -> None:
         try:
             if not abandon:
-                worker.answer()
+                member.answer()
         except (_Unsupported, _TeamError, OSError):
             pass  # the caller compiles them; a dead worker shows at the first batch
         finally:
             team.busy.release()
 
     return wait
+
+
+def load_aside(dtype, codes, gemm: bool) -> None:
+    """Have every worker load (or compile) all its kernels now, without waiting: the
+    first batches run on threads until it has (instead of waiting for a worker that
+    loads them at its first part)."""
+    team = _TEAM["team"]
+    for w in range(len(team.workers) if team is not None else 0):
+        wait = compile_aside(dtype, codes, gemm, ("forward", "backward"), worker=w)
+        if wait is not None:
+            wait(abandon=True)
 
 
 def close() -> None:
