@@ -45,70 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
-from numba.core import types
-from numba.extending import intrinsic
 
 from convprop.maths import kernels_gemm
+from convprop.maths.team_shm import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
 
-JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
-_HEADER = 64  # bytes
 _TEAM: dict[str, Any] = {"team": None, "unsupported": set()}
 _LOCK = threading.Lock()
-
-
-@intrinsic
-def _fence_intrinsic(typingctx):
-    def codegen(context, builder, sig, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-
-    return types.none(), codegen
-
-
-@njit(cache=True)
-def fence() -> None:
-    """A full memory fence: the data written before it is visible to another process
-    before anything written after it (the counters)."""
-    _fence_intrinsic()
-
-
-class _Layout:
-    """Byte offsets in a worker's shared memory, computed alike on both sides from
-    (parameter sizes, dtype, input size, outputs, parts, images per part)."""
-
-    def __init__(self, sizes: list[int], dtype: np.dtype, in_size: int, n_out: int,
-                 parts: int, images: int):
-        self.sizes, self.dtype, self.parts, self.images = sizes, np.dtype(dtype), parts, images
-        self.in_size, self.n_out, n_par = in_size, n_out, sum(sizes)
-        item = self.dtype.itemsize
-        self.offsets = np.cumsum([0, *sizes])  # each parameter's place in a flat row
-        self.counts = _HEADER  # int64 per part: images in the part
-        self.floats = self.counts + 8 * parts  # float64 per part: share, loss
-        self.params = _align(self.floats + 16 * parts)
-        self.x = _align(self.params + item * n_par)
-        self.t = _align(self.x + item * parts * images * in_size)
-        self.g = _align(self.t + item * parts * images * n_out)
-        self.size = _align(self.g + item * parts * n_par)
-
-    def args(self) -> tuple:
-        return (self.sizes, self.dtype.str, self.in_size, self.n_out, self.parts, self.images)
-
-    def views(self, buf) -> dict[str, np.ndarray]:
-        def at(offset: int, dtype, count: int) -> np.ndarray:
-            return np.frombuffer(buf, dtype, count, offset)
-
-        n_par, dt, p, m = sum(self.sizes), self.dtype, self.parts, self.images
-        return {"header": at(0, np.int64, 8), "counts": at(self.counts, np.int64, p),
-                "floats": at(self.floats, np.float64, 2 * p).reshape(p, 2),
-                "params": at(self.params, dt, n_par),
-                "x": at(self.x, dt, p * m * self.in_size).reshape(p, m, self.in_size),
-                "t": at(self.t, dt, p * m * self.n_out).reshape(p, m, self.n_out),
-                "g": at(self.g, dt, p * n_par).reshape(p, n_par)}
-
-
-def _align(n: int) -> int:
-    return -(-n // 64) * 64
 
 
 def structure(net) -> str:
@@ -270,9 +212,10 @@ class _Worker:
                     time.sleep(0)
         fence()
 
-    def close(self) -> None:
-        """Tell the worker to quit and wait for it; one still starting or loading its
-        kernels is killed instead (a short run would otherwise wait for it at exit)."""
+    def close(self, wait: bool = True) -> None:
+        """Tell the worker to quit and (if ``wait``) wait for it to end; one still
+        starting or loading its kernels is killed instead (a short run would otherwise
+        wait for it at exit)."""
         try:
             idle = self.settled()
         except (_TeamError, OSError):
@@ -283,11 +226,13 @@ class _Worker:
                 step()
             except OSError:
                 pass
-        try:
-            self.proc.wait(timeout=5 if idle else 0)
-        except subprocess.TimeoutExpired:
+        if not idle:
             self.proc.kill()
-            self.proc.wait()
+        if wait or not idle:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.views = {}
         _unmap(self.mem)
 
@@ -298,25 +243,6 @@ class _Unsupported(Exception):
 
 class _TeamError(Exception):
     """A worker process failed or ended, or one could not be started."""
-
-
-def _unmap(mem: mmap.mmap | None) -> None:
-    if mem is not None:
-        try:
-            mem.close()
-        except BufferError:  # a view still alive somewhere: the collector closes it
-            pass
-
-
-def _read(fd: int, n: int) -> bytes:
-    """Exactly n bytes from a pipe (fewer only at its end)."""
-    out = b""
-    while len(out) < n:
-        more = os.read(fd, n - len(out))
-        if not more:
-            break
-        out += more
-    return out
 
 
 class Team:
@@ -385,10 +311,10 @@ class Team:
                                .copy() for i, k in enumerate(names)})
         return results
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         with self.busy:  # after a batch another thread may be running on the team
             for worker in self.workers:
-                worker.close()
+                worker.close(wait)
 
 
 def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
@@ -489,12 +415,13 @@ def load_aside(dtype, codes, gemm: bool) -> None:
             wait(abandon=True)
 
 
-def close() -> None:
+def close(at_exit: bool = False) -> None:
     """Stop the team's workers: at a new thread count, after a failed worker, and at
-    the interpreter's exit."""
+    the interpreter's exit (without waiting for their own exits then: each follows
+    when its pipe closes)."""
     team, _TEAM["team"] = _TEAM["team"], None
     if team is not None and team.pid == os.getpid():
-        team.close()
+        team.close(wait=not at_exit)
 
 
-atexit.register(close)
+atexit.register(close, True)

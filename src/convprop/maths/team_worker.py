@@ -14,7 +14,7 @@ import time
 
 from convprop.maths.compiling import compile_passes
 from convprop.maths.parallel import set_num_threads
-from convprop.maths.team import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
+from convprop.maths.team_shm import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
 
 _SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
 
