@@ -284,10 +284,10 @@ class Team:
             worker.prepare(net, key, (sizes, net.dtype.str, x[0].size, t.shape[1],
                                  -(-n_parts // self.n), images))
         self.jobs += 1
-        flat = np.concatenate([net.params[k].ravel() for k in names])
         for w, worker in busy:
-            v = worker.views
-            v["params"][:] = flat
+            v, offsets = worker.views, worker.layout.offsets
+            for i, k in enumerate(names):  # each parameter straight into its place
+                v["params"][offsets[i]:offsets[i + 1]] = net.params[k].ravel()
             for j, p in enumerate(mine[w]):
                 a, b = bounds[p], bounds[p + 1]
                 v["counts"][j] = b - a
@@ -306,9 +306,9 @@ class Team:
                 raise _TeamError("a worker process failed on its part")
             for j, p in enumerate(mine[w]):
                 g = v["g"][j]
-                results[p] = (float(v["floats"][j, 1]),
+                results[p] = (float(v["floats"][j, 1]),  # views: summed before the next job
                               {k: g[offsets[i]:offsets[i + 1]].reshape(net.params[k].shape)
-                               .copy() for i, k in enumerate(names)})
+                               for i, k in enumerate(names)})
         return results
 
     def close(self, wait: bool = True) -> None:
@@ -320,8 +320,9 @@ class Team:
 def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
               bounds: list[int], shares: list[float], threads: int) -> list | None:
     """[part(p) for each part p] (its loss · share and gradients · share: the caller's
-    own parts by ``part``, the others by the workers from x, t and ``shares``) on the
-    team of ``threads`` members; None when the team cannot take this job (one thread or
+    own parts by ``part``, part 0 among them, the others by the workers from x, t and
+    ``shares``, their gradients views of the workers' memory, valid until the next
+    call) on the team of ``threads`` members; None when the team cannot take this job (one thread or
     part, not POSIX, a network the worker cannot rebuild, another caller using the
     team, a failed worker): the caller then runs the parts itself, with the same bits."""
     if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
