@@ -184,5 +184,7 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
 
 def kernels_used() -> list:
     """This path's own numba kernels that :func:`gemm_passes` runs."""
-    return [_col2im] + ([_im2col, _finish] if "forward" in gemm_passes() else []) + \
-        ([_im2col, _delta] if "dw" in gemm_passes() else [])
+    passes = gemm_passes()
+    used = [_col2im] + ([_finish] if "forward" in passes else [])
+    used += [_delta] if "dw" in passes else []
+    return used + ([_im2col] if "forward" in passes or "dw" in passes else [])

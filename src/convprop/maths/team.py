@@ -124,7 +124,7 @@ class _Worker:
         self.started()
         answer = _read(self.answers, 1)
         if not answer:
-            raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
+            raise self._ended()
         self.pending -= 1
         if answer != b"k":
             size = struct.unpack("<q", _read(self.answers, 8))[0]
@@ -135,9 +135,13 @@ class _Worker:
         if not self.ready:
             first = _read(self.answers, 1)
             if first != b"r":
-                raise _TeamError(f"a worker process ended (exit status {self.proc.wait()})"
-                                 if not first else f"a worker process said {first!r}")
+                raise self._ended() if not first else _TeamError(
+                    f"a worker process said {first!r}")
             self.ready = True
+
+    def _ended(self) -> _TeamError:
+        """The error for a worker whose answers pipe closed: it has ended."""
+        return _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
 
     def settled(self) -> bool:
         """Whether the worker has started and answered every message asked, reading
@@ -322,9 +326,10 @@ def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
     """[part(p) for each part p] (its loss · share and gradients · share: the caller's
     own parts by ``part``, part 0 among them, the others by the workers from x, t and
     ``shares``, their gradients views of the workers' memory, valid until the next
-    call) on the team of ``threads`` members; None when the team cannot take this job (one thread or
-    part, not POSIX, a network the worker cannot rebuild, another caller using the
-    team, a failed worker): the caller then runs the parts itself, with the same bits."""
+    call) on the team of ``threads`` members; None when the team cannot take this job
+    (one thread or part, not POSIX, a network the worker cannot rebuild, another
+    caller using the team, a worker still starting, a failed worker): the caller then
+    runs the parts itself, with the same bits."""
     if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
         return None
     key = structure(net)
