@@ -121,9 +121,11 @@ class ParamDict(MutableMapping):
         return self._arrays[name]
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self._arrays:
+        target = self._arrays.get(name)
+        if target is None:
             raise KeyError(f"no parameter {name!r}; the network has {list(self._arrays)}")
-        target = self._arrays[name]
+        if value is target:  # ``params[k] -= g``: the array is already updated in place
+            return
         value = np.asarray(value)
         if value.shape != target.shape:
             raise ConvpropError(f"parameter {name}: shape {value.shape} does not fit "
