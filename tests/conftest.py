@@ -63,6 +63,15 @@ def octave_cli() -> str:
     return exe
 
 
+@pytest.fixture(autouse=True)
+def _scratch_working_directory(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty directory of its own: what the CLI writes by default
+    (``--out runs/train``) lands there, never in the checkout, and the results that
+    README's first command (``convprop train``) leaves in a user's clone change no test's
+    outcome (they made seven CLI tests fail with "runs/train already holds...")."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The full-MNIST directory for a test that needs it (see :func:`full_mnist_dir`)."""

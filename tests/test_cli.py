@@ -18,6 +18,14 @@ def run_cli(*args, cwd=None):
                           text=True, cwd=cwd, env=env, timeout=300)
 
 
+def test_tests_run_outside_the_checkout():
+    """conftest's scratch directory: a CLI default such as ``--out runs/train`` must not
+    meet the results of README's ``convprop train`` in a user's clone, nor write there."""
+    repo, here = SRC.parent.resolve(), Path.cwd().resolve()
+    assert here != repo and repo not in here.parents
+    assert not any(here.iterdir())
+
+
 def test_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
