@@ -104,6 +104,25 @@ def test_a_changed_setting_reaches_the_workers(threads):
     assert_same(second, one_thread(net, x, y))
 
 
+def test_the_structure_key_sees_every_setting_but_no_parameter_value():
+    """The key that decides whether a worker needs a new replica: hashable (the set of
+    networks the workers cannot rebuild holds it), changed by any activation setting,
+    a non-plain one included (by its repr), unchanged by parameter values."""
+    net = Network.from_spec("6c5-2s-12c5-2s", activation="tanh-linear:0.1", seed=1)
+    first = team.structure(net)
+    assert hash(first) == hash(team.structure(net))
+    net.params["conv1.bias"] += 1.0
+    assert team.structure(net) == first
+    act = net.layers[0].activation
+    act.k = 0.2
+    assert team.structure(net) != first
+    act.window = (1, 2)
+    with_tuple = team.structure(net)
+    act.window = (1, 3)
+    assert team.structure(net) != with_tuple
+    hash(team.structure(net))
+
+
 class LocalSigmoid(Sigmoid):
     """Defined in a test module, which the worker processes cannot import."""
 

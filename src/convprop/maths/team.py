@@ -56,18 +56,24 @@ _LOCK = threading.Lock()
 _PLAIN = (int, float, str, bool, type(None))
 
 
+def _settings(obj) -> tuple:
+    """An object's settings for :func:`structure`: its attributes but arrays and dicts
+    (a learnable activation's parameters), other values than plain ones by their repr."""
+    return tuple((k, v if isinstance(v, _PLAIN) else repr(v)) for k, v in vars(obj).items()
+                 if not isinstance(v, (np.ndarray, dict)))
+
+
 def structure(net) -> tuple:
     """What the worker's replica must share with the network besides its parameter
     values: class, spec, shapes, dtype, loss, and each layer's activation with its
     settings (a tanh-linear's k, a leaky ReLU's α).  A change sends a new replica.
     A tuple of plain values, built on every batch (6 us; its repr took 15)."""
-    acts = tuple((type(a), tuple((k, v) for k, v in vars(a).items() if isinstance(v, _PLAIN)))
+    acts = tuple((type(a), _settings(a))
                  for a in (getattr(layer, "activation", None) for layer in net.layers)
                  if a is not None)
     return (type(net), net.spec, net.input_shape, net.n_outputs, net.dtype.str,
-            type(net.loss), tuple((k, v) for k, v in vars(net.loss).items()
-                                  if isinstance(v, _PLAIN)),
-            acts, tuple((k, v.shape) for k, v in net.params.items()))
+            type(net.loss), _settings(net.loss), acts,
+            tuple((k, v.shape) for k, v in net.params.items()))
 
 
 class _Worker:
