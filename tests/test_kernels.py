@@ -11,7 +11,7 @@ import pytest
 import torch  # noqa: E402  (a test dependency: missing, the suite fails)
 
 from conftest import numerical_gradient
-from convprop.maths import compiling, kernels, kernels_gemm
+from convprop.maths import compiling, kernels, kernels_dense, kernels_gemm
 from convprop.maths.activations import Activation, Sigmoid, get_activation
 from convprop.maths.layers import Conv, fused_code, to_chwn, to_nchw
 from convprop.maths.network import Network
@@ -97,6 +97,30 @@ def test_fused_conv_kernels_match_torch(path, k, s, n, dtype, monkeypatch):
         for what, g, r in zip(["z", "a", "p", "dw", "db", "dx"], got, want):
             assert g.dtype == np.dtype(dtype)
             close(g, r, dtype, f"{name} k={k} s={s} n={n} {what}")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 7, 25, 100])
+def test_dense_kernels_match_torch(n, dtype):
+    """The fully connected layers' compiled pass: o = f(z + b) forward, δ = do ∘ f'(z)
+    and Σ_n δ backward, equal PyTorch autograd for every fused activation; rows of 1-100
+    images (vector loops and their remainders)."""
+    rng = np.random.default_rng(n)
+    z0 = rng.normal(0, 2, (10, n)).astype(dtype)
+    b, do = rng.normal(0, 1, 10).astype(dtype), rng.normal(0, 1, (10, n)).astype(dtype)
+    for code, (name, f) in FUSED.items():
+        consts = np.array([1.0, PARAM.get(code, 0.0), 1.0], dtype)
+        z = z0.copy()
+        o = kernels_dense.dense_forward(z, b, code, consts)
+        delta, db = kernels_dense.dense_backward(code, consts, z, o, do.T.copy().T)
+        zt = torch.tensor(z0, dtype=torch.float64, requires_grad=True)
+        ot = f(zt + torch.tensor(b, dtype=torch.float64)[:, None])
+        ot.backward(torch.tensor(do, dtype=torch.float64))
+        for what, g, r in [("z + b", z, (zt + torch.tensor(b, dtype=torch.float64)[:, None])
+                            .detach()), ("o", o, ot.detach()), ("delta", delta, zt.grad),
+                           ("db", db, zt.grad.sum(1))]:
+            assert g.dtype == np.dtype(dtype)
+            close(g, r.numpy(), dtype, f"{name} n={n} {what}")
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convprop.maths import kernels, kernels_gemm, team
+from convprop.maths import kernels, kernels_dense, kernels_gemm, team
 
 
 def _has(signatures, dtype: np.dtype) -> bool:
@@ -32,7 +32,7 @@ def needs_compile(dtype, gemm: bool = False) -> bool:
     will compile them: a first run, or a new numba/Python.  Kernels compile per dtype;
     the activation codes share one compilation."""
     dt = np.dtype(dtype)
-    used = [kernels._conv_forward, kernels._conv_backward]
+    used = [kernels._conv_forward, kernels._conv_backward, *kernels_dense.kernels_used()]
     used += kernels_gemm.kernels_used() if gemm else []
     return any(not (_has(k.signatures, dt) or _on_disk(k, dt)) for k in used)
 
@@ -51,9 +51,13 @@ def compile_passes(dtype, codes, gemm: bool, passes=("forward", "backward")) -> 
                        np.zeros((2, 1, 1, 1), dt))
             if "forward" in passes:
                 path.conv_forward(x, w, b, int(code), consts, 2, z, a, p)
+                if path is kernels:  # the fully connected layers' pass (one per dtype)
+                    kernels_dense.dense_forward(z[0, 0], b, int(code), consts)
             if "backward" in passes:
                 path.conv_backward(x, w, p, int(code), consts, 2, z, a, np.zeros_like(w),
                                    np.zeros_like(b), np.zeros_like(x))
+                if path is kernels:
+                    kernels_dense.dense_backward(int(code), consts, z[0, 0], z[0, 0], z[0, 0])
 
 
 def compile_kernels(dtype, codes, gemm: bool, cold: bool = True) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convprop.maths import kernels, kernels_gemm, kernels_pool
+from convprop.maths import kernels, kernels_dense, kernels_gemm, kernels_pool
 from convprop.maths.activations import (
     Activation,
     Identity,
@@ -69,6 +69,20 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in ("float32", "float64")}
+_CONSTS: dict[tuple, np.ndarray] = {}
+
+
+def kernel_consts(dtype: np.dtype, param: float, inv: float = 1.0) -> np.ndarray:
+    """The kernels' constants [1, activation parameter, 1/s²] in ``dtype``, made once
+    per value (building the array took longer than some kernels' work).  Shared: never
+    written to (left writeable, as numba compiles read-only arrays as another type)."""
+    key = (dtype, param, inv)
+    consts = _CONSTS.get(key)
+    if consts is None:
+        if len(_CONSTS) > 1000:  # a learnable-free parameter swept by hand: stay small
+            _CONSTS.clear()
+        consts = _CONSTS[key] = np.array([1.0, param, inv], dtype=dtype)
+    return consts
 
 
 class Conv:
@@ -117,7 +131,7 @@ class Conv:
         ho, wo, n = x.shape[1] - self.k + 1, x.shape[2] - self.k + 1, x.shape[3]
         fused = fused_code(self.activation)
         code, param = fused if fused is not None else (kernels.IDENTITY, 0.0)
-        consts = np.array([1.0, param, 1.0 / (pool * pool)], dtype=dt)
+        consts = kernel_consts(dt, param, 1.0 / (pool * pool))
         empty = _EMPTY[dt]
         if fused is not None:
             keep_z = keep and (full_cache or code in _NEEDS_Z)
@@ -155,12 +169,12 @@ class Conv:
         fused = fused_code(self.activation)
         extra = {}
         if fused is not None:
-            consts = np.array([1.0, fused[1], 1.0 / (pool * pool)], dtype=x.dtype)
+            consts = kernel_consts(x.dtype, fused[1], 1.0 / (pool * pool))
             self._conv_backward(x, w, dout, fused[0], consts, pool, z, a, dw, db, dx)
         else:
             da = kernels_pool.mean_pool_backward(dout, pool) if pool > 1 else dout
             delta = np.ascontiguousarray(da * self.activation.derivative(z, a), dtype=x.dtype)
-            consts = np.array([1.0, 0.0, 1.0], dtype=x.dtype)
+            consts = kernel_consts(x.dtype, 0.0)
             self._conv_backward(x, w, delta, kernels.IDENTITY, consts, 1, z, a, dw, db, dx)
             if getattr(self.activation, "params", None):
                 extra = self.activation.param_grads(z, a, da, 0)
@@ -247,8 +261,13 @@ class Dense:
         """x (C, H, W, N) or (features, N) -> o (n_out, N)."""
         fv = x.reshape(-1, x.shape[-1])
         z = self.params["weight"] @ fv
-        z += self.params["bias"][:, None]
-        o = self.activation(z)
+        fused = fused_code(self.activation)
+        if fused is not None:  # z += b and f in one compiled pass
+            o = kernels_dense.dense_forward(z, self.params["bias"], fused[0],
+                                            kernel_consts(z.dtype, fused[1]))
+        else:
+            z += self.params["bias"][:, None]
+            o = self.activation(z)
         return o, ((x.shape, fv, z, o) if keep else None)
 
     def backward(self, do, cache, need_dx: bool = True):
@@ -261,8 +280,14 @@ class Dense:
         A hidden fc layer is the same with δ^l = f'(z^l) ∘ dL/da^l (equation 8).  A
         learnable activation adds ``act.param_grads(z, o, dL/do, map_axis=0)``."""
         x_shape, fv, z, o = cache
-        delta = do * self.activation.derivative(z, o)
-        grads = {"weight": delta @ fv.T, "bias": delta.sum(axis=1)}
+        fused = fused_code(self.activation)
+        if fused is not None:  # δ and Σ_n δ in one compiled pass
+            delta, db = kernels_dense.dense_backward(fused[0], kernel_consts(z.dtype, fused[1]),
+                                                     z, o, do)
+        else:
+            delta = do * self.activation.derivative(z, o)
+            db = delta.sum(axis=1)
+        grads = {"weight": delta @ fv.T, "bias": db}
         if getattr(self.activation, "params", None):
             grads.update(self.activation.param_grads(z, o, do, 0))
         dx = (self.params["weight"].T @ delta).reshape(x_shape) if need_dx else None

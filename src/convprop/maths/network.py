@@ -392,8 +392,8 @@ class Network:
             if len(bounds) == 2:  # the whole batch: no share to weigh by
                 return self._part(x, t, None)
             results = team.run_parts(self, part, x, t, bounds, shares, get_num_threads())
-        if results is None:
-            results = parallel_map(part, range(len(bounds) - 1))
+            if results is None:  # inside the guard: parallel_map's own nests, costs nothing
+                results = parallel_map(part, range(len(bounds) - 1))
         loss, grads = results[0]
         for more_loss, more in results[1:]:
             loss += more_loss
