@@ -299,7 +299,8 @@ def _derivative(code, param, one, z, a, d):
         for t in range(d.shape[0]):
             d[t] = one if z[t] > zero else param
     else:
-        d[:] = one
+        for t in range(d.shape[0]):  # (a loop: slice assignment compiles shape checks)
+            d[t] = one
 
 
 @njit(**_BWD, inline="always")
