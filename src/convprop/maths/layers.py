@@ -79,7 +79,7 @@ def kernel_consts(dtype: np.dtype, param: float, inv: float = 1.0) -> np.ndarray
     key = (dtype, param, inv)
     consts = _CONSTS.get(key)
     if consts is None:
-        if len(_CONSTS) > 1000:  # a learnable-free parameter swept by hand: stay small
+        if len(_CONSTS) > 1000:  # many parameter values in one process: stay small
             _CONSTS.clear()
         consts = _CONSTS[key] = np.array([1.0, param, inv], dtype=dtype)
     return consts
