@@ -57,6 +57,10 @@ def test_scaling_reports_the_machines_ceiling_from_two_processes():
     assert len(rows) == 1, done.stdout
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     alone, together, gain = float(cells[4]), float(cells[5]), float(cells[6].rstrip("x"))
-    # the gain is alone / together; a busy host may leave a second copy little of a core
-    assert alone > 0 and together > 0 and 0.5 < gain < 2.6
-    assert abs(alone / together - gain) < 0.35 * gain  # medians of the same rounds
+    # Timings on a shared host say nothing fixed (CI once saw a lone copy slowed to
+    # 28.7 us while two at once took 9.6: a "gain" of 2.98 on two cores), so the test
+    # checks the row's arithmetic, not the machine: the '2 threads' column is the time
+    # per image of both copies together, solo / gain, printed to 0.1 us.
+    assert alone > 0 and together > 0 and gain > 0
+    rounding = 0.05 * (alone / together + 1) / together + 0.005  # the printed digits
+    assert abs(alone / together - gain) <= rounding + 1e-9
