@@ -351,13 +351,22 @@ def test_training_results_do_not_depend_on_the_thread_count(spec, n, dtype):
 
 
 def test_batch_parts_depend_on_size_only():
-    """50 images in parts of at most 32: two of 25; 256: eight of 32; 1: one."""
+    """50 images in parts of at most 32: 26 + 24 (parts after the first a multiple of 8);
+    256: eight of 32; 1: one; near-equal parts when the first would outgrow 32."""
     from convprop.maths.parallel import batch_parts
 
-    assert batch_parts(50, 32) == [0, 25, 50]
+    assert batch_parts(50, 32) == [0, 26, 50]
     assert batch_parts(256, 32) == list(range(0, 257, 32))
     assert batch_parts(1, 32) == [0, 1]
-    assert batch_parts(33, 32) == [0, 16, 33]
+    assert batch_parts(33, 32) == [0, 17, 33]
+    assert batch_parts(100, 32) == [0, 28, 52, 76, 100]
+    assert batch_parts(62, 32) == [0, 31, 62]  # 38 + 24 would exceed 32
+    assert batch_parts(200, 32) == [0, 28, 57, 85, 114, 142, 171, 200]
+    for n in range(1, 300):
+        bounds = batch_parts(n, 32)
+        sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+        assert bounds[0] == 0 and bounds[-1] == n and min(sizes) > 0
+        assert len(sizes) == -(-n // 32) and max(sizes) <= 32
 
 
 def test_compile_kernels_says_so_only_when_it_compiles(monkeypatch):

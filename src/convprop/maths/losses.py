@@ -68,3 +68,30 @@ def get_loss(name: str) -> MSE | CrossEntropy:
         return LOSSES[name]()
     except (KeyError, TypeError):
         raise SpecError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})") from None
+
+
+# ------------------------------------------------------------- targets
+def non_integer_label(y: np.ndarray) -> str | None:
+    """repr of the first label that is not a whole number (a string, complex, NaN, inf,
+    2.5, None), or None when all are whole numbers."""
+    if y.dtype.kind in "iu" or y.size == 0:
+        return None
+    if y.dtype.kind != "f":
+        first = y.flat[0]
+        return repr(first.item() if isinstance(first, np.generic) else first)[:40]
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(y) & (np.mod(y, 1) == 0))
+    return repr(float(y[bad][0])) if bad.any() else None
+
+
+_ONE_HOT: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def one_hot(n: int, dtype: np.dtype) -> np.ndarray:
+    """The n x n identity in ``dtype``, made once (rows are the one-hot targets); never
+    written to."""
+    eye = _ONE_HOT.get((n, dtype))
+    if eye is None:
+        eye = _ONE_HOT[(n, dtype)] = np.eye(n, dtype=dtype)
+        eye.flags.writeable = False
+    return eye

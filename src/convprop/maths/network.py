@@ -35,7 +35,7 @@ from convprop.errors import ConvpropError, SpecError
 from convprop.maths import compiling, kernels, team
 from convprop.maths.activations import Activation, get_activation
 from convprop.maths.layers import Conv, Dense, MaxPool, MeanPool, fused_code, to_chwn, to_nchw
-from convprop.maths.losses import get_loss
+from convprop.maths.losses import get_loss, non_integer_label, one_hot
 from convprop.maths.parallel import batch_parts, parallel_map, single_threaded_blas
 from convprop.maths.parallel import get_num_threads as get_num_threads  # re-exported
 from convprop.maths.parallel import set_num_threads as set_num_threads  # re-exported
@@ -94,19 +94,6 @@ def get_dtype(dtype: Any) -> np.dtype:
     if dt is None or dt.name not in DTYPES:
         raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return dt
-
-
-def _non_integer(y: np.ndarray) -> str | None:
-    """repr of the first label that is not a whole number (a string, complex, NaN, inf,
-    2.5, None), or None when all are whole numbers."""
-    if y.dtype.kind in "iu" or y.size == 0:
-        return None
-    if y.dtype.kind != "f":
-        first = y.flat[0]
-        return repr(first.item() if isinstance(first, np.generic) else first)[:40]
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(y) & (np.mod(y, 1) == 0))
-    return repr(float(y[bad][0])) if bad.any() else None
 
 
 class ParamDict(MutableMapping):
@@ -301,15 +288,16 @@ class Network:
         if y.ndim == 1:
             if y.shape[0] != n:
                 raise ConvpropError(f"{y.shape[0]} labels for {n} inputs")
-            bad = _non_integer(y)
+            bad = non_integer_label(y)
             if bad is not None:
                 raise ConvpropError(f"labels must be integers (or give one-hot targets), got "
                                     f"{bad} (dtype {y.dtype})")
             y = y.astype(np.int64, copy=False)
-            if y.size and (y.min() < 0 or y.max() >= self.n_outputs):
+            # one pass: a negative label, seen as unsigned, is beyond any class count
+            if y.size and int(y.view(np.uint64).max()) >= self.n_outputs:
                 raise ConvpropError(f"labels must be in 0..{self.n_outputs - 1}, got "
                                     f"{y.min()}..{y.max()}")
-            return np.eye(self.n_outputs, dtype=self.dtype).take(y, axis=0)
+            return one_hot(self.n_outputs, self.dtype).take(y, axis=0)
         if y.shape != (n, self.n_outputs):
             raise ConvpropError(f"targets have shape {y.shape}, expected ({n},) labels or "
                                 f"({n}, {self.n_outputs}) one-hot")
@@ -371,7 +359,7 @@ class Network:
     def loss_and_grads(self, x: Any, y: Any) -> tuple[float, dict[str, np.ndarray]]:
         """Loss L on the batch and dL/dθ for every parameter θ (fresh arrays each call).
 
-        The batch runs in parts of at most :attr:`part_images` images (50 as 25 + 25, 256
+        The batch runs in parts of at most :attr:`part_images` images (50 as 26 + 24, 256
         as 8 x 32): a part's layers stay in the caches however large the batch.  With
         L_p the loss of part p (N_p images), L = Σ_p (N_p/N) L_p and dL/dθ =
         Σ_p (N_p/N) dL_p/dθ, summed in part order.  With :func:`set_num_threads` n > 1
