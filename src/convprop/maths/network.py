@@ -125,6 +125,12 @@ class ParamDict(MutableMapping):
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
 
+    def items(self):  # the dict's own views: read-only, faster than Mapping's
+        return self._arrays.items()
+
+    def values(self):
+        return self._arrays.values()
+
     def __len__(self) -> int:
         return len(self._arrays)
 

@@ -68,9 +68,8 @@ def structure(net) -> tuple:
     values: class, spec, shapes, dtype, loss, and each layer's activation with its
     settings (a tanh-linear's k, a leaky ReLU's α).  A change sends a new replica.
     A tuple of plain values, built on every batch (6 us; its repr took 15)."""
-    acts = tuple((type(a), _settings(a))
-                 for a in (getattr(layer, "activation", None) for layer in net.layers)
-                 if a is not None)
+    acts = tuple([(type(a), _settings(a)) for layer in net.layers
+                  if (a := getattr(layer, "activation", None)) is not None])
     return (type(net), net.spec, net.input_shape, net.n_outputs, net.dtype.str,
             type(net.loss), _settings(net.loss), acts,
             tuple((k, v.shape) for k, v in net.params.items()))
@@ -106,6 +105,7 @@ class _Worker:
         self.views: dict[str, np.ndarray] = {}
         self.mem: mmap.mmap | None = None
         self.replica: tuple | None = None
+        self._grad_views: tuple = (None, [])
         self.posted = 0  # the last job posted to it
         self.pending = 0  # messages asked and not yet answered
         self.ready = False  # its "started" byte read (it has imported convprop)
@@ -188,7 +188,7 @@ class _Worker:
             finally:
                 os.close(fd)
                 os.unlink(path)  # both sides hold it mapped; nothing is left behind
-            self.views, self.posted = {}, 0
+            self.views, self.posted, self._grad_views = {}, 0, (None, [])
             _unmap(self.mem)
             self.mem, self.layout = mem, layout
             self.views = layout.views(mem)
@@ -200,6 +200,18 @@ class _Worker:
                 raise _Unsupported(f"{type(e).__name__}: {e}") from e
             self.request(b"n", blob)
             self.replica = key
+
+    def grad_views(self, net, names: list[str]) -> list[dict[str, np.ndarray]]:
+        """Per part slot, {name: the gradient's view in the shared memory}, shaped as
+        the parameters; made once per memory and structure."""
+        shapes = tuple(net.params[k].shape for k in names)
+        if self._grad_views[0] != (names, shapes):  # reset when the memory is remapped
+            offsets, g = self.layout.offsets, self.views["g"]
+            self._grad_views = ((names, shapes), [
+                {k: g[j, offsets[i]:offsets[i + 1]].reshape(shape)
+                 for i, (k, shape) in enumerate(zip(names, shapes))}
+                for j in range(g.shape[0])])
+        return self._grad_views[1]
 
     def post(self, job: int) -> None:
         header = self.views["header"]
@@ -246,7 +258,7 @@ class _Worker:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.views = {}
+        self.views, self._grad_views = {}, (None, [])
         _unmap(self.mem)
 
 
@@ -266,6 +278,7 @@ class Team:
         self.busy = threading.Lock()
         self.workers: list[_Worker] = []
         self.jobs = 0
+        self.plan: tuple | None = None
         try:
             for _ in range(n - 1):
                 self.workers.append(_Worker())
@@ -284,18 +297,29 @@ class Team:
         finally:
             self.busy.release()
 
+    def _plan(self, net, key: tuple, bounds: list[int], x: np.ndarray, t: np.ndarray):
+        """(parameter names, each worker's parts, the shared memory's layout arguments)
+        for this structure and split: the same from batch to batch, made once."""
+        plan_key = (key, tuple(bounds), x[0].size, t.shape[1])
+        if self.plan is None or self.plan[0] != plan_key:
+            n_parts = len(bounds) - 1
+            names = list(net.params)
+            sizes = [net.params[k].size for k in names]
+            images = max(b - a for a, b in zip(bounds, bounds[1:]))
+            mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
+            layout_args = (sizes, net.dtype.str, x[0].size, t.shape[1],
+                           -(-n_parts // self.n), images)
+            self.plan = (plan_key, names, mine, layout_args)
+        return self.plan[1:]
+
     def _run(self, net, key, part, x, t, bounds, shares):
         n_parts = len(bounds) - 1
-        names = list(net.params)
-        sizes = [net.params[k].size for k in names]
-        images = max(b - a for a, b in zip(bounds, bounds[1:]))
-        mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
+        names, mine, layout_args = self._plan(net, key, bounds, x, t)
         busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
         if not all(worker.settled() for _, worker in busy):
             return None  # still starting or loading kernels: this batch on threads
         for _, worker in busy:  # every setup first: a failure leaves no job half posted
-            worker.prepare(net, key, (sizes, net.dtype.str, x[0].size, t.shape[1],
-                                 -(-n_parts // self.n), images))
+            worker.prepare(net, key, layout_args)
         self.jobs += 1
         for w, worker in busy:
             v, offsets = worker.views, worker.layout.offsets
@@ -314,14 +338,12 @@ class Team:
             results[p] = part(p)
         for w, worker in busy:
             worker.wait(self.jobs)
-            v, offsets = worker.views, worker.layout.offsets
+            v = worker.views
             if v["header"][STATUS]:
                 raise _TeamError("a worker process failed on its part")
-            for j, p in enumerate(mine[w]):
-                g = v["g"][j]
-                results[p] = (float(v["floats"][j, 1]),  # views: summed before the next job
-                              {k: g[offsets[i]:offsets[i + 1]].reshape(net.params[k].shape)
-                               for i, k in enumerate(names)})
+            grads = worker.grad_views(net, names)
+            for j, p in enumerate(mine[w]):  # views: summed before the next job
+                results[p] = (float(v["floats"][j, 1]), grads[j])
         return results
 
     def close(self, wait: bool = True) -> None:
