@@ -89,6 +89,22 @@ def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, 
             net.params[k] -= 0.5 * g
 
 
+def test_the_team_keeps_up_with_networks_and_splits_in_turn(threads):
+    """One team serving two networks of other shapes and batches of other splits in turn
+    (its plan and the gradients' views in shared memory are made again whenever either
+    changes, the memory itself when the split outgrows it): one thread's bits every
+    time, and every batch on the team."""
+    threads(2)
+    nets = [Network.from_spec("6c5-2s-12c5-2s", seed=1),
+            Network.from_spec("4c5-2m-6c3-2s-20f", activation="tanh", seed=2)]
+    for which, n in [(0, 50), (1, 50), (0, 100), (0, 50), (1, 130), (1, 64), (0, 50)]:
+        x, y = batch(n, seed=n)
+        jobs = team._TEAM["team"].jobs
+        got = nets[which].loss_and_grads(x, y)
+        assert team._TEAM["team"].jobs == jobs + 1
+        assert_same(got, one_thread(nets[which], x, y))
+
+
 def test_a_changed_setting_reaches_the_workers(threads):
     """An activation's setting changed in place (tanh-linear's k) is part of the
     network's structure: the worker gets a new replica, the bits still match."""
