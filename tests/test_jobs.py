@@ -116,7 +116,7 @@ def test_stall_messages_say_what_happened():
 
 def test_metrics_are_identical_for_one_and_two_threads(tmp_path):
     args = ["--data", "sample", "--spec", "4c5-2s", "--batch-size", "50", "--no-progress",
-            "--iterations", "30", "--activation", "tanh", "--lr", "0.5"]  # 2 parts of 25
+            "--iterations", "30", "--activation", "tanh", "--lr", "0.5"]  # 2 parts: 26 + 24
     assert main(["train", *args, "--threads", "1", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *args, "--threads", "2", "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "a" / "metrics.csv").read_bytes() == \

@@ -3,7 +3,7 @@ again give the same test errors and final rL (to 1e-6: float32 sums may differ i
 last bits from one machine to another).
 
 A run that saturates (tanh-linear at lr 2: every output pinned, δ at conv1 exactly 0)
-is chaotic: the batch now runs as two parts of 25 summed in a fixed order (the same
+is chaotic: the batch now runs as two parts (26 + 24) summed in a fixed order (the same
 bits for any thread count), which moves float32 sums in the last bit and such a run
 to another point of the same plateau.  For it the test asks what the report relies
 on: the same status, at chance level.  At lr 1 (Figure 9) the last-bit difference
