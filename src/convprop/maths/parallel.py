@@ -7,6 +7,7 @@ each part.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -151,18 +152,23 @@ def batch_parts(n: int, part: int, align: int = 8) -> list[int]:
     N is a multiple of 8; 24 + 26 images cost 7% less than 25 + 25 at one thread
     (float64 5%).  The first part goes to the caller (``team.py``), whose part starts
     first, so the larger part costs two threads nothing either."""
+    return list(_batch_parts(n, part, align))
+
+
+@functools.lru_cache(maxsize=256)  # on every batch: 1.3 -> 0.2 us
+def _batch_parts(n: int, part: int, align: int) -> tuple[int, ...]:
     count = max(1, -(-n // part))
     even = [n * p // count for p in range(count + 1)]
     if count == 1:
-        return even
+        return tuple(even)
     rest = [(b - a) // align * align for a, b in zip(even[1:], even[2:])]
     first = n - sum(rest)
     if min(rest) == 0 or first > part:
-        return even
+        return tuple(even)
     bounds = [0, first]
     for size in rest:
         bounds.append(bounds[-1] + size)
-    return bounds
+    return tuple(bounds)
 
 
 def _raise_heap_thresholds() -> None:

@@ -201,13 +201,14 @@ class _Worker:
             self.request(b"n", blob)
             self.replica = key
 
-    def grad_views(self, net, names: list[str]) -> list[dict[str, np.ndarray]]:
+    def grad_views(self, params: tuple) -> list[dict[str, np.ndarray]]:
         """Per part slot, {name: the gradient's view in the shared memory}, shaped as
-        the parameters; made once per memory and structure."""
-        shapes = tuple(net.params[k].shape for k in names)
-        if self._grad_views[0] != (names, shapes):  # reset when the memory is remapped
+        the parameters, for params = (names, shapes); made once per memory and
+        structure."""
+        names, shapes = params
+        if self._grad_views[0] != params:  # reset when the memory is remapped
             offsets, g = self.layout.offsets, self.views["g"]
-            self._grad_views = ((names, shapes), [
+            self._grad_views = (params, [
                 {k: g[j, offsets[i]:offsets[i + 1]].reshape(shape)
                  for i, (k, shape) in enumerate(zip(names, shapes))}
                 for j in range(g.shape[0])])
@@ -298,23 +299,26 @@ class Team:
             self.busy.release()
 
     def _plan(self, net, key: tuple, bounds: list[int], x: np.ndarray, t: np.ndarray):
-        """(parameter names, each worker's parts, the shared memory's layout arguments)
-        for this structure and split: the same from batch to batch, made once."""
+        """((parameter names, shapes), each worker's parts, the shared memory's layout
+        arguments) for this structure and split: the same from batch to batch, made
+        once."""
         plan_key = (key, tuple(bounds), x[0].size, t.shape[1])
         if self.plan is None or self.plan[0] != plan_key:
             n_parts = len(bounds) - 1
             names = list(net.params)
+            shapes = tuple(net.params[k].shape for k in names)
             sizes = [net.params[k].size for k in names]
             images = max(b - a for a, b in zip(bounds, bounds[1:]))
             mine = {w: list(range(w, n_parts, self.n)) for w in range(1, self.n)}
             layout_args = (sizes, net.dtype.str, x[0].size, t.shape[1],
                            -(-n_parts // self.n), images)
-            self.plan = (plan_key, names, mine, layout_args)
+            self.plan = (plan_key, (names, shapes), mine, layout_args)
         return self.plan[1:]
 
     def _run(self, net, key, part, x, t, bounds, shares):
         n_parts = len(bounds) - 1
-        names, mine, layout_args = self._plan(net, key, bounds, x, t)
+        params, mine, layout_args = self._plan(net, key, bounds, x, t)
+        names = params[0]
         busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
         if not all(worker.settled() for _, worker in busy):
             return None  # still starting or loading kernels: this batch on threads
@@ -341,7 +345,7 @@ class Team:
             v = worker.views
             if v["header"][STATUS]:
                 raise _TeamError("a worker process failed on its part")
-            grads = worker.grad_views(net, names)
+            grads = worker.grad_views(params)
             for j, p in enumerate(mine[w]):  # views: summed before the next job
                 results[p] = (float(v["floats"][j, 1]), grads[j])
         return results
