@@ -19,6 +19,8 @@ and back).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from convprop.maths import kernels, kernels_dense, kernels_gemm, kernels_pool
@@ -69,20 +71,14 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 
 
 _EMPTY = {np.dtype(t): np.empty((0, 0, 0, 0), dtype=t) for t in ("float32", "float64")}
-_CONSTS: dict[tuple, np.ndarray] = {}
 
 
+@functools.lru_cache(maxsize=1024)
 def kernel_consts(dtype: np.dtype, param: float, inv: float = 1.0) -> np.ndarray:
     """The kernels' constants [1, activation parameter, 1/s²] in ``dtype``, made once
     per value (building the array took longer than some kernels' work).  Shared: never
     written to (left writeable, as numba compiles read-only arrays as another type)."""
-    key = (dtype, param, inv)
-    consts = _CONSTS.get(key)
-    if consts is None:
-        if len(_CONSTS) > 1000:  # many parameter values in one process: stay small
-            _CONSTS.clear()
-        consts = _CONSTS[key] = np.array([1.0, param, inv], dtype=dtype)
-    return consts
+    return np.array([1.0, param, inv], dtype=dtype)
 
 
 class Conv:

@@ -11,6 +11,8 @@ L = -Σ_n Σ_j y_nj log softmax(o_n)_j / N, so dL/do = (softmax(o) - y) / N.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from convprop.errors import SpecError
@@ -84,14 +86,10 @@ def non_integer_label(y: np.ndarray) -> str | None:
     return repr(float(y[bad][0])) if bad.any() else None
 
 
-_ONE_HOT: dict[tuple[int, np.dtype], np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def one_hot(n: int, dtype: np.dtype) -> np.ndarray:
-    """The n x n identity in ``dtype``, made once (rows are the one-hot targets); never
-    written to."""
-    eye = _ONE_HOT.get((n, dtype))
-    if eye is None:
-        eye = _ONE_HOT[(n, dtype)] = np.eye(n, dtype=dtype)
-        eye.flags.writeable = False
+    """The n x n identity in ``dtype``, made once (rows are the one-hot targets);
+    read-only."""
+    eye = np.eye(n, dtype=dtype)
+    eye.flags.writeable = False
     return eye

@@ -165,10 +165,7 @@ def _batch_parts(n: int, part: int, align: int) -> tuple[int, ...]:
     first = n - sum(rest)
     if min(rest) == 0 or first > part:
         return tuple(even)
-    bounds = [0, first]
-    for size in rest:
-        bounds.append(bounds[-1] + size)
-    return tuple(bounds)
+    return tuple(itertools.accumulate([first, *rest], initial=0))
 
 
 def _raise_heap_thresholds() -> None:
