@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from convprop import Network
-from convprop.maths import compiling, team
+from convprop.maths import compiling, split, team
 from convprop.maths.activations import Sigmoid
 from convprop.maths.network import get_num_threads, set_num_threads
+from convprop.maths.team_shm import MODE, PARTS, SHARED
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the team runs on POSIX only")
 
@@ -55,6 +56,11 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
 
 
+def last_mode():
+    """How the last job went to the worker: whole parts, or one part SHARED."""
+    return team._TEAM["team"].workers[0].views["header"][MODE]
+
+
 def one_thread(net, x, y):
     before = get_num_threads()
     set_num_threads(1)
@@ -90,14 +96,18 @@ def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, 
 
 
 def test_the_team_keeps_up_with_networks_and_splits_in_turn(threads):
-    """One team serving two networks of other shapes and batches of other splits in turn
+    """One team serving networks of other shapes and batches of other splits in turn
     (its plan and the gradients' views in shared memory are made again whenever either
-    changes, the memory itself when the split outgrows it): one thread's bits every
-    time, and every batch on the team."""
+    changes, the memory itself when the split outgrows it), and two networks of one
+    structure whose parts are shared layer by layer (each has its own weights, which the
+    shared plan must not mix up): one thread's bits every time, every batch on the
+    team."""
     threads(2)
     nets = [Network.from_spec("6c5-2s-12c5-2s", seed=1),
-            Network.from_spec("4c5-2m-6c3-2s-20f", activation="tanh", seed=2)]
-    for which, n in [(0, 50), (1, 50), (0, 100), (0, 50), (1, 130), (1, 64), (0, 50)]:
+            Network.from_spec("4c5-2m-6c3-2s-20f", activation="tanh", seed=2),
+            Network.from_spec("6c5-2s-12c5-2s", seed=3)]  # net 0's structure, its own weights
+    for which, n in [(0, 50), (1, 50), (0, 100), (0, 50), (1, 130), (1, 64), (0, 50),
+                     (2, 50), (0, 50), (2, 49), (0, 49)]:
         x, y = batch(n, seed=n)
         jobs = team._TEAM["team"].jobs
         got = nets[which].loss_and_grads(x, y)
@@ -211,24 +221,47 @@ def test_concurrent_callers_share_nothing_they_should_not(threads):
             assert_same(result, want[i])
 
 
-def test_a_call_interrupted_in_the_caller_leaves_the_team_usable(threads, monkeypatch):
-    """The caller's own part fails (an interrupt, say) after the worker got its job:
-    the next call waits for that job and gives one thread's bits."""
+@pytest.mark.parametrize("n", [50, 100])
+def test_a_call_interrupted_in_the_caller_leaves_the_team_usable(threads, monkeypatch, n):
+    """The caller's own work fails (an interrupt, say) after the worker got its job:
+    its own part (100 images: two parts), or its share of a part shared layer by layer
+    (50: one part), interrupted between two barriers; the worker then gives the job up
+    at its next barrier.  The next call waits for that job and gives one thread's
+    bits."""
     threads(2)
     net = Network.from_spec("6c5-2s-12c5-2s", seed=9)
-    x, y = batch(50)
+    x, y = batch(n)
     net.loss_and_grads(x, y)  # the worker has its replica
-    real = Network._part
+    assert last_mode() == (SHARED if n == 50 else PARTS)
 
-    def interrupted(self, *args):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Network, "_part", interrupted)  # the caller's side only
+    def interrupted_at_second_barrier(plan, sync):
+        calls = []
+
+        def fail_second():
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            sync()
+
+        return real_run(plan, fail_second)
+
+    real_run = split.Plan.run
+    if n == 50:
+        monkeypatch.setattr(split.Plan, "run", interrupted_at_second_barrier)
+    else:
+        monkeypatch.setattr(Network, "_part", interrupted)  # the caller's side only
     with pytest.raises(KeyboardInterrupt):
         net.loss_and_grads(x, y)
-    monkeypatch.setattr(Network, "_part", real)
-    x2, y2 = batch(50, seed=1)
-    assert_same(net.loss_and_grads(x2, y2), one_thread(net, x2, y2))
+    monkeypatch.undo()
+    x2, y2 = batch(n, seed=1)
+    jobs = team._TEAM["team"].jobs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(net.loss_and_grads(x2, y2), one_thread(net, x2, y2))
+    assert team._TEAM["team"].jobs == jobs + 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap trimming")

@@ -20,7 +20,9 @@ compile): the Python wrappers pass (C, H, W·N) views.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -236,21 +238,33 @@ def _rows(v: np.ndarray) -> np.ndarray:
     return v.reshape(v.shape[0], v.shape[1], v.shape[2] * v.shape[3])
 
 
-def conv_forward(x, w, b, code, consts, s, z, a, p) -> None:
+def conv_forward(x, w, b, code, consts, s, z, a, p, rows=None) -> None:
     """Valid cross-correlation, activation and mean-pooling in one pass (CHWN layout).
 
     x (C, H, W, N), w (O, C, k, k), b (O,); consts = [1, activation parameter, 1/s²]
     in the arrays' dtype.  Writes, each only if the array is non-empty:
     z = Σ_c x_c ⋆ w_oc + b_o and a = f(z), both (O, Ho, Wo, N), and
-    p = the s x s block means of a, (O, Ho/s, Wo/s, N)."""
-    _conv_forward(_rows(x), x.shape[3], w, b, code, consts, s, _rows(z), _rows(a), _rows(p))
+    p = the s x s block means of a, (O, Ho/s, Wo/s, N).
+    ``rows`` = (lo, hi), multiples of s (or hi = Ho): only output rows lo..hi-1 (and
+    their pooled rows), each value computed as in the whole pass (``split.py``)."""
+    lo, hi = rows if rows is not None else (0, x.shape[1] - w.shape[2] + 1)
+    _conv_forward(_rows(x), x.shape[3], w, b, code, consts, s, _rows(z), _rows(a), _rows(p),
+                  lo, hi)
+
+
+def conv_forward_call(x, w, b, code, consts, s, z, a, p, rows=None) -> Callable[[], None]:
+    """:func:`conv_forward` with its arguments bound, views made once: a call of the
+    result costs only numba's dispatch (``split.py`` makes these once per arena)."""
+    lo, hi = rows if rows is not None else (0, x.shape[1] - w.shape[2] + 1)
+    return functools.partial(_conv_forward, _rows(x), x.shape[3], w, b, code, consts, s,
+                             _rows(z), _rows(a), _rows(p), lo, hi)
 
 
 @njit(**_FWD)
-def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
-    """:func:`conv_forward` on (C, H, W·N) rows."""
+def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p, i_lo, i_hi):
+    """:func:`conv_forward` on (C, H, W·N) rows, output rows i_lo..i_hi-1."""
     n_out, k = w.shape[0], w.shape[2]
-    ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
+    wo = x3.shape[2] // nb - k + 1
     m = wo * nb
     zbuf, ar = np.empty((2, m), x3.dtype), np.empty(m, x3.dtype)
     keep_z, keep_a, pool = z.size > 0, a.size > 0, p.size > 0
@@ -258,7 +272,7 @@ def _conv_forward(x3, nb, w, b, code, consts, s, z, a, p):
     step = 2 if k == 5 else 1  # 5x5: two output maps per pass over the input
     for o0 in range(0, n_out, step):
         both = step == 2 and o0 + 1 < n_out
-        for i in range(ho):
+        for i in range(i_lo, i_hi):
             # accumulate straight into the kept z rows, activate straight into a's rows
             za = z[o0, i] if keep_z else zbuf[0]
             zb = z[o0 + 1, i] if keep_z and both else zbuf[1]
@@ -344,15 +358,16 @@ def _dw_pair(da, db_, x2, u, nb, one, out_a, out_b):
 
 
 @njit(**_BWD, inline="always")
-def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
-    """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o]; rows of
-    (C, H, W·N) arrays.  z or a may be empty when f' does not read it."""
-    n_out, ho, m = delta.shape
+def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db, o_lo, o_hi):
+    """δ = f'(z) ∘ up_s(dp) / s² into delta (O, Ho, Wo·N), and db[o] = Σ δ[o], for maps
+    o_lo..o_hi-1; rows of (C, H, W·N) arrays.  z or a may be empty when f' does not
+    read it."""
+    _, ho, m = delta.shape
     z3 = z if z.size > 0 else delta
     a3 = a if a.size > 0 else delta
     one, param, inv = consts[0], consts[1], consts[2]
     up = np.empty(m, delta.dtype)  # one pooled row of dp, up-sampled (columns repeated)
-    for o in range(n_out):
+    for o in range(o_lo, o_hi):
         for i in range(ho):
             drow = delta[o, i]
             _derivative(code, param, one, z3[o, i], a3[o, i], drow)
@@ -366,7 +381,7 @@ def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
                 drow[t] *= up[t] * inv
     # Sums over the batch run per output row (vectorised), then across rows: two short
     # chains instead of one long one, so float32 keeps its accuracy.
-    for o in range(n_out):
+    for o in range(o_lo, o_hi):
         total = one - one
         for i in range(ho):
             part = one - one
@@ -377,50 +392,74 @@ def _delta(dp3, nb, wo, code, consts, s, z, a, delta, db):
         db[o] = total
 
 
-def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx, delta=None) -> None:
+def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx, delta=None, part=None) -> None:
     """The backward pass of :func:`conv_forward` (CHWN layout).
 
     dp = dL/dp (O, Ho/s, Wo/s, N) (with s = 1: dL/da); z and a as the forward kept
     them (either may be empty if f' does not read it).  Computes
     δ = f'(z) ∘ up_s(dp) / s² (into ``delta``, (O, Ho, Wo, N), if given), then
     dw[o,c,u,v] = Σ δ[o,i,j,n] x[c,i+u,j+v,n], db[o] = Σ δ[o], and, if dx is
-    non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n]."""
+    non-empty, dx[c,i+u,j+v,n] = Σ_o w[o,c,u,v] δ[o,i,j,n].
+
+    ``part`` = (maps, dw tasks, dx tasks), each a (lo, hi) range, does a share of it
+    (``split.py``): δ and db for maps lo..hi-1 only, then the dw and dx tasks in
+    range (:func:`conv_tasks`), reading δ from ``delta``.  Every value is computed as
+    in the whole pass, so shares done apart give the same bits."""
+    conv_backward_call(x, w, dp, code, consts, s, z, a, dw, db, dx, delta, part)()
+
+
+def conv_backward_call(x, w, dp, code, consts, s, z, a, dw, db, dx, delta=None,
+                       part=None) -> Callable[[], None]:
+    """:func:`conv_backward` with its arguments bound (see :func:`conv_forward_call`)."""
     keep = _rows(delta) if delta is not None else _NONE3[x.dtype]
-    _conv_backward(_rows(x), x.shape[3], w, _rows(dp), code, consts, s, _rows(z), _rows(a),
-                   dw, db, _rows(dx), keep)
+    if part is None:
+        nw, nx = conv_tasks(w.shape, x.shape[1])
+        part = ((0, w.shape[0]), (0, nw), (0, nx if dx.size else 0))
+    (o_lo, o_hi), (w_lo, w_hi), (x_lo, x_hi) = part
+    return functools.partial(_conv_backward, _rows(x), x.shape[3], w, _rows(dp), code, consts,
+                             s, _rows(z), _rows(a), dw, db, _rows(dx), keep, o_lo, o_hi,
+                             w_lo, w_hi, x_lo, x_hi)
+
+
+def conv_tasks(w_shape: tuple[int, ...], h: int) -> tuple[int, int]:
+    """(dw tasks, dx tasks) of :func:`conv_backward` for kernels of shape w_shape and
+    inputs of h rows: a dw task is one kernel row u of one input map for one output
+    map (two with 5x5 kernels), a dx task one input row of one input map (two with
+    5x5 kernels)."""
+    n_out, n_in, k = w_shape[0], w_shape[1], w_shape[2]
+    step = 2 if k == 5 else 1
+    return -(-n_out // step) * n_in * k, -(-n_in // step) * h
 
 
 _NONE3 = {np.dtype(t): np.zeros((0, 0, 0), t) for t in ("float32", "float64")}
 
 
 @njit(**_BWD)
-def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3, keep):
+def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3, keep,
+                   o_lo, o_hi, w_lo, w_hi, x_lo, x_hi):
     """:func:`conv_backward` on (C, H, W·N) rows; δ goes to ``keep`` if non-empty."""
     n_out, n_in, k = w.shape[0], w.shape[1], w.shape[2]
     ho, wo = x3.shape[1] - k + 1, x3.shape[2] // nb - k + 1
     m = wo * nb
     delta = keep if keep.size > 0 else np.empty((n_out, ho, m), x3.dtype)
-    _delta(dp3, nb, wo, code, consts, s, z, a, delta, db)
+    _delta(dp3, nb, wo, code, consts, s, z, a, delta, db, o_lo, o_hi)
     one = consts[0]
     step = 2 if k == 5 else 1  # 5x5: two output maps share each input load
-    for o in range(0, n_out, step):
-        both = step == 2 and o + 1 < n_out
-        for c in range(n_in):
-            for u in range(k):
-                if both:
-                    _dw_pair(delta[o], delta[o + 1], x3[c], u, nb, one, dw[o, c, u],
-                             dw[o + 1, c, u])
-                else:
-                    for v in range(k):
-                        g = one - one
-                        for i in range(ho):
-                            drow, r = delta[o, i], x3[c, i + u, v * nb:]
-                            h = one - one
-                            for t in range(m):
-                                h += drow[t] * r[t]
-                            g += h
-                        dw[o, c, u, v] = g
-    if dx3.size == 0:
+    for task in range(w_lo, w_hi):  # (output map or pair, input map c, kernel row u)
+        o, c, u = task // (n_in * k) * step, task // k % n_in, task % k
+        if step == 2 and o + 1 < n_out:
+            _dw_pair(delta[o], delta[o + 1], x3[c], u, nb, one, dw[o, c, u], dw[o + 1, c, u])
+        else:
+            for v in range(k):
+                g = one - one
+                for i in range(ho):
+                    drow, r = delta[o, i], x3[c, i + u, v * nb:]
+                    h = one - one
+                    for t in range(m):
+                        h += drow[t] * r[t]
+                    g += h
+                dw[o, c, u, v] = g
+    if x_hi <= x_lo:
         return
     # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
     # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
@@ -437,19 +476,18 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3, keep):
             for u in range(k):
                 for v in range(k):
                     wt[c, o, k - 1 - u, k - 1 - v] = w[o, c, u, v]
-    step = 2 if k == 5 else 1
-    for c in range(0, n_in, step):
+    for task in range(x_lo, x_hi):  # (input map or pair c, input row p)
+        c, p = task // h * step, task % h
         both = step == 2 and c + 1 < n_in
-        for p in range(h):
-            u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
-            acc = dx3[c, p]
-            acc[:] = 0
-            if both:
-                acc_b = dx3[c + 1, p]
-                acc_b[:] = 0
-                for t0 in range(0, wd * nb, _BLOCK):
-                    t1 = min(wd * nb, t0 + _BLOCK)
-                    _correlate_pair(pad, wt, c, p, t0, acc[t0:t1], acc_b[t0:t1], nb, u_lo, u_hi)
-            else:
-                for t0 in range(0, wd * nb, _BLOCK):
-                    _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)
+        u_lo, u_hi = max(0, k - 1 - p), min(k, k - 1 - p + ho)
+        acc = dx3[c, p]
+        acc[:] = 0
+        if both:
+            acc_b = dx3[c + 1, p]
+            acc_b[:] = 0
+            for t0 in range(0, wd * nb, _BLOCK):
+                t1 = min(wd * nb, t0 + _BLOCK)
+                _correlate_pair(pad, wt, c, p, t0, acc[t0:t1], acc_b[t0:t1], nb, u_lo, u_hi)
+        else:
+            for t0 in range(0, wd * nb, _BLOCK):
+                _correlate_block(pad, wt, c, p, t0, acc[t0:t0 + _BLOCK], nb, u_lo, u_hi)

@@ -172,7 +172,7 @@ def conv_backward(x, w, dp, code, consts, s, z, a, dw, db, dx) -> None:
     delta = np.empty((n_out, ho, wo * n), x.dtype)
     d2 = delta.reshape(n_out, -1)
     if "dw" in gemm_passes():
-        _delta(_rows(dp), n, wo, code, consts, s, _rows(z), _rows(a), delta, db)
+        _delta(_rows(dp), n, wo, code, consts, s, _rows(z), _rows(a), delta, db, 0, n_out)
         np.matmul(d2, _cols(x, k).T, out=dw.reshape(n_out, -1))
     else:
         kernels.conv_backward(x, w, dp, code, consts, s, z, a, dw, db,

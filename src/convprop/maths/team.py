@@ -29,25 +29,28 @@ The worker's side is ``team_worker.py``."""
 from __future__ import annotations
 
 import atexit
-import mmap
 import os
 import pickle
-import select
-import struct
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convprop.maths import kernels_gemm
-from convprop.maths.team_shm import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
+from convprop.maths import split
+from convprop.maths.team_member import _TeamError, _Unsupported, _Worker, shared_memory
+from convprop.maths.team_shm import (
+    DONE,
+    MEMBER,
+    MEMBERS,
+    MODE,
+    NPARTS,
+    PARTS,
+    SHARED,
+    STATUS,
+    _unmap,
+)
 
 _TEAM: dict[str, Any] = {"team": None, "unsupported": set()}
 _LOCK = threading.Lock()
@@ -75,202 +78,6 @@ def structure(net) -> tuple:
             tuple((k, v.shape) for k, v in net.params.items()))
 
 
-class _Worker:
-    """One worker process, its control pipes and its shared memory (caller's side)."""
-
-    def __init__(self):
-        env = {**os.environ, "CONVPROP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               kernels_gemm.ENV_PASSES: ",".join(kernels_gemm.gemm_passes())}  # same bits:
-        cores = {core for api, core in kernels_gemm.numpy_blas() if api == "openblas" and core}
-        if len(cores) == 1:  # the caller's OpenBLAS kernels, whatever the environment says now
-            env["OPENBLAS_CORETYPE"] = cores.pop()
-        src = str(Path(__file__).resolve().parents[2])  # where this convprop is imported from
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-        to_worker, from_worker = os.pipe(), os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from convprop.maths.team_worker import serve; "
-                 f"serve({to_worker[0]}, {from_worker[1]})"],
-                pass_fds=(to_worker[0], from_worker[1]), stdin=subprocess.DEVNULL, env=env)
-        except BaseException:
-            os.close(to_worker[1])
-            os.close(from_worker[0])
-            raise
-        finally:
-            os.close(to_worker[0])
-            os.close(from_worker[1])
-        self.orders, self.answers = to_worker[1], from_worker[0]
-        self.layout: _Layout | None = None
-        self.views: dict[str, np.ndarray] = {}
-        self.mem: mmap.mmap | None = None
-        self.replica: tuple | None = None
-        self._grad_views: tuple = (None, [])
-        self.posted = 0  # the last job posted to it
-        self.pending = 0  # messages asked and not yet answered
-        self.ready = False  # its "started" byte read (it has imported convprop)
-
-    def send(self, kind: bytes, payload: bytes = b"") -> None:
-        data = memoryview(kind + struct.pack("<q", len(payload)) + payload)
-        while data:  # a signal may cut a large write to a pipe short
-            data = data[os.write(self.orders, data):]
-
-    def request(self, kind: bytes, payload: bytes) -> None:
-        """Send a setup message and wait for the worker's answer (ok, or its error)."""
-        self.ask(kind, payload)
-        self.answer()
-
-    def ask(self, kind: bytes, payload: bytes) -> None:
-        """Send a message that the worker answers; :meth:`answer` reads the answer."""
-        while self.pending:  # one left unread by an interrupted caller
-            self.answer()
-        self.send(kind, payload)
-        self.pending += 1
-
-    def answer(self) -> None:
-        """The worker's answer to the oldest message asked: None if ok, else
-        _Unsupported with the worker's error, or _TeamError if the worker ended."""
-        self.started()
-        answer = _read(self.answers, 1)
-        if not answer:
-            raise self._ended()
-        self.pending -= 1
-        if answer != b"k":
-            size = struct.unpack("<q", _read(self.answers, 8))[0]
-            raise _Unsupported(_read(self.answers, size).decode())
-
-    def started(self) -> None:
-        """Wait for the worker's first byte, sent once it has imported convprop."""
-        if not self.ready:
-            first = _read(self.answers, 1)
-            if first != b"r":
-                raise self._ended() if not first else _TeamError(
-                    f"a worker process said {first!r}")
-            self.ready = True
-
-    def _ended(self) -> _TeamError:
-        """The error for a worker whose answers pipe closed: it has ended."""
-        return _TeamError(f"a worker process ended (exit status {self.proc.wait()})")
-
-    def settled(self) -> bool:
-        """Whether the worker has started and answered every message asked, reading
-        what has arrived without waiting for more; _TeamError if it ended."""
-        while not self.ready or self.pending:
-            if not select.select([self.answers], [], [], 0)[0]:
-                return False
-            if not self.ready:
-                self.started()
-                continue
-            try:
-                self.answer()
-            except _Unsupported:
-                pass  # kernels it failed to load: it compiles them at its first job
-        return True
-
-    def prepare(self, net, key: tuple, layout_args: tuple) -> None:
-        """Shared memory big enough for this job, and the replica of the network whose
-        :func:`structure` is ``key``."""
-        self.wait(self.posted)  # a job left behind by an interrupted call
-        if self.layout is None or self.layout.args() != layout_args:
-            layout = _Layout(*layout_args)
-            fd, path = tempfile.mkstemp(prefix="convprop-", dir="/dev/shm"
-                                        if os.path.isdir("/dev/shm") else None)
-            mem = None
-            try:
-                os.ftruncate(fd, layout.size)
-                if hasattr(os, "posix_fallocate"):  # a full /dev/shm: OSError now, not
-                    os.posix_fallocate(fd, 0, layout.size)  # SIGBUS at the first write
-                mem = mmap.mmap(fd, layout.size)
-                self.request(b"m", pickle.dumps((path, layout_args)))
-            except BaseException:
-                _unmap(mem)
-                raise
-            finally:
-                os.close(fd)
-                os.unlink(path)  # both sides hold it mapped; nothing is left behind
-            self.views, self.posted, self._grad_views = {}, 0, (None, [])
-            _unmap(self.mem)
-            self.mem, self.layout = mem, layout
-            self.views = layout.views(mem)
-        if key != self.replica:
-            self.replica = None
-            try:
-                blob = pickle.dumps(net)
-            except Exception as e:  # noqa: BLE001 - any pickling failure: not for the team
-                raise _Unsupported(f"{type(e).__name__}: {e}") from e
-            self.request(b"n", blob)
-            self.replica = key
-
-    def grad_views(self, params: tuple) -> list[dict[str, np.ndarray]]:
-        """Per part slot, {name: the gradient's view in the shared memory}, shaped as
-        the parameters, for params = (names, shapes); made once per memory and
-        structure."""
-        names, shapes = params
-        if self._grad_views[0] != params:  # reset when the memory is remapped
-            offsets, g = self.layout.offsets, self.views["g"]
-            self._grad_views = (params, [
-                {k: g[j, offsets[i]:offsets[i + 1]].reshape(shape)
-                 for i, (k, shape) in enumerate(zip(names, shapes))}
-                for j in range(g.shape[0])])
-        return self._grad_views[1]
-
-    def post(self, job: int) -> None:
-        header = self.views["header"]
-        fence()
-        header[JOB] = job
-        fence()
-        if header[SLEEP]:
-            self.send(b"w")
-        self.posted = job
-
-    def wait(self, job: int) -> None:
-        """Until the worker has finished ``job`` (polling: it takes about as long as the
-        caller's own parts); _TeamError if the worker died."""
-        if not self.views:
-            return
-        header, spins = self.views["header"], 0
-        while header[DONE] < job:
-            spins += 1
-            if spins % 4096 == 0:
-                if self.proc.poll() is not None:
-                    raise _TeamError("a worker process ended")
-                if spins > 1 << 16:
-                    time.sleep(0)
-        fence()
-
-    def close(self, wait: bool = True) -> None:
-        """Tell the worker to quit and (if ``wait``) wait for it to end; one still
-        starting or loading its kernels is killed instead (a short run would otherwise
-        wait for it at exit)."""
-        try:
-            idle = self.settled()
-        except (_TeamError, OSError):
-            idle = False
-        for step in (lambda: self.send(b"q"), lambda: os.close(self.orders),
-                     lambda: os.close(self.answers)):
-            try:
-                step()
-            except OSError:
-                pass
-        if not idle:
-            self.proc.kill()
-        if wait or not idle:
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.views, self._grad_views = {}, (None, [])
-        _unmap(self.mem)
-
-
-class _Unsupported(Exception):
-    """The worker could not take this network (its classes do not import there, ...)."""
-
-
-class _TeamError(Exception):
-    """A worker process failed or ended, or one could not be started."""
-
-
 class Team:
     """The caller and ``n - 1`` worker processes (see the module's docstring)."""
 
@@ -280,6 +87,9 @@ class Team:
         self.workers: list[_Worker] = []
         self.jobs = 0
         self.plan: tuple | None = None
+        self.arena: tuple = (None, None, {})  # (split.Arena, its memory, its views)
+        # ((key, images), names, split.Plan, arena views, the workers' replicas and layouts)
+        self.shared: tuple | None = None
         try:
             for _ in range(n - 1):
                 self.workers.append(_Worker())
@@ -335,7 +145,7 @@ class Team:
                 v["floats"][j, 0] = shares[p]
                 v["x"][j, :b - a] = x[a:b].reshape(b - a, -1)
                 v["t"][j, :b - a] = t[a:b]
-            v["header"][NPARTS] = len(mine[w])
+            v["header"][NPARTS], v["header"][MODE] = len(mine[w]), PARTS
             worker.post(self.jobs)
         results: list[Any] = [None] * n_parts
         for p in range(0, n_parts, self.n):
@@ -350,10 +160,90 @@ class Team:
                 results[p] = (float(v["floats"][j, 1]), grads[j])
         return results
 
+    def run_shared(self, net, key: tuple, x: np.ndarray, t: np.ndarray) -> list | None:
+        """[(loss, grads)] of the whole batch as one part, shared by every member layer
+        by layer (``split.py``); None (nothing run) if another caller holds the team or
+        a worker is not ready."""
+        if not self.busy.acquire(blocking=False):
+            return None
+        try:
+            if not all(worker.settled() for worker in self.workers):
+                return None
+            return self._run_shared(net, key, x, t)
+        finally:
+            self.busy.release()
+
+    def _setup_shared(self, net, key: tuple, n: int, n_out: int) -> tuple:
+        """Workers (replica, memory) and the arena ready for a shared part of n images
+        of this structure, and the caller's :class:`split.Plan`: made once."""
+        names = list(net.params)
+        sizes = [net.params[k].size for k in names]
+        for worker in self.workers:
+            old = worker.layout  # any memory with room for the parameters will do
+            fits = old is not None and old.sizes == sizes and old.dtype == net.dtype
+            worker.prepare(net, key, old.args() if fits else
+                           (sizes, net.dtype.str, int(np.prod(net.input_shape)), n_out, 1, 1))
+        arena, mem, views = self.arena
+        args = (net.dtype.str, self.n, split.arena_shapes(net, n))
+        if arena is None or arena.args() != args:
+            self.arena, self.shared = (None, None, {}), None
+            _unmap(mem)
+            arena = split.Arena(*args)
+            mem = shared_memory(arena.size, lambda path: [
+                worker.request(b"s", pickle.dumps((path, args))) for worker in self.workers])
+            views = arena.views(mem)
+            self.arena = (arena, mem, views)
+        workers = [(worker.replica, worker.layout) for worker in self.workers]
+        return (key, n), names, split.Plan(net, views, 0, self.n), views, workers
+
+    def _run_shared(self, net, key, x, t):
+        n = x.shape[0]
+        if self.shared is None or self.shared[2].net is not net or self.shared[0] != (key, n) \
+                or any(worker.replica is not replica or worker.layout is not layout  # a job
+                       for worker, (replica, layout) in zip(self.workers, self.shared[4])):
+            self.shared = None
+            self.shared = self._setup_shared(net, key, n, t.shape[1])
+        else:
+            for worker in self.workers:
+                worker.wait(worker.posted)  # a job left behind by an interrupted call
+        _, names, plan, views, _ = self.shared
+        self.jobs += 1
+        views["x"].reshape(-1, n)[...] = x.reshape(n, -1).T  # CHWN, straight into place
+        views["t"][...] = t
+        for w, worker in enumerate(self.workers, start=1):
+            v, offsets = worker.views, worker.layout.offsets
+            np.concatenate([net.params[k].ravel() for k in names], out=v["params"][:offsets[-1]])
+            v["header"][MODE], v["header"][MEMBER], v["header"][MEMBERS] = SHARED, w, self.n
+            worker.post(self.jobs)
+
+        def watch() -> None:  # a worker that ended, or finished without meeting us: failed
+            for worker in self.workers:
+                if worker.views["header"][DONE] >= self.jobs or worker.proc.poll() is not None:
+                    raise _TeamError("a worker process failed on its share of a batch")
+
+        try:
+            loss, grads = plan.run(split.barrier(views["header"], 0, self.n, self.jobs, watch))
+            for worker in self.workers:
+                worker.wait(self.jobs)
+                if worker.views["header"][STATUS]:
+                    raise _TeamError("a worker process failed on its share of a batch")
+        except split.Aborted as e:
+            raise _TeamError("a worker process failed on its share of a batch") from e
+        except BaseException:
+            views["header"][0] = self.jobs  # the workers give the job up at their next barrier
+            raise
+        for j, (i, _) in enumerate(split.conv_steps(net)):
+            name = net.layer_names[i]
+            grads[f"{name}.weight"], grads[f"{name}.bias"] = \
+                views[f"dw{j}"].copy(), views[f"db{j}"].copy()
+        return [(loss, {k: grads[k] for k in names})]
+
     def close(self, wait: bool = True) -> None:
         with self.busy:  # after a batch another thread may be running on the team
             for worker in self.workers:
                 worker.close(wait)
+            self.arena, self.shared, mem = (None, None, {}), None, self.arena[1]
+            _unmap(mem)
 
 
 def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
@@ -361,17 +251,25 @@ def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
     """[part(p) for each part p] (its loss · share and gradients · share: the caller's
     own parts by ``part``, part 0 among them, the others by the workers from x, t and
     ``shares``, their gradients views of the workers' memory, valid until the next
-    call) on the team of ``threads`` members; None when the team cannot take this job
-    (one thread or part, not POSIX, a network the worker cannot rebuild, another
-    caller using the team, a worker still starting, a failed worker): the caller then
-    runs the parts itself, with the same bits."""
-    if threads < 2 or len(bounds) < 3 or os.name != "posix" or _TEAM.get("off"):
+    call) on the team of ``threads`` members; a batch of one part, [(loss, gradients)],
+    shared by the members layer by layer (``split.py``).  None when the team cannot
+    take this job (one thread, not POSIX, one part of a network ``split`` cannot share,
+    a network the worker cannot rebuild, another caller using the team, a worker still
+    starting, a failed worker): the caller then runs the parts itself, with the same
+    bits."""
+    if threads < 2 or os.name != "posix" or _TEAM.get("off"):
+        return None
+    shared = len(bounds) == 2
+    if shared and not split.eligible(net):
         return None
     key = structure(net)
     if key in _TEAM["unsupported"]:
         return None
     try:
-        return _team(threads).run(net, key, part, x, t, bounds, shares)
+        team = _team(threads)
+        if shared:
+            return team.run_shared(net, key, x, t)
+        return team.run(net, key, part, x, t, bounds, shares)
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)
         warnings.warn(f"convprop: this network's batch parts run on threads (worker "

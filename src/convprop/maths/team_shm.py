@@ -12,6 +12,8 @@ from numba.core import types
 from numba.extending import intrinsic
 
 JOB, DONE, STATUS, SLEEP, NPARTS = range(5)  # header slots (int64)
+MODE, MEMBER, MEMBERS = 5, 6, 7  # a job's kind (PARTS, SHARED), the worker's place in it
+PARTS, SHARED = 0, 1  # whole parts each, or one part shared layer by layer (split.py)
 _HEADER = 64  # bytes
 
 

@@ -14,28 +14,46 @@ import time
 
 from convprop.maths.compiling import compile_passes
 from convprop.maths.parallel import set_num_threads
-from convprop.maths.team_shm import DONE, JOB, NPARTS, SLEEP, STATUS, _Layout, _read, _unmap, fence
+from convprop.maths.split import Aborted, Arena, Plan, barrier
+from convprop.maths.team_shm import (
+    DONE,
+    JOB,
+    MEMBER,
+    MEMBERS,
+    MODE,
+    NPARTS,
+    SHARED,
+    SLEEP,
+    STATUS,
+    _Layout,
+    _read,
+    _unmap,
+    fence,
+)
 
 _SPIN_SECONDS = 2e-3  # a worker polls this long after a job before it sleeps
 
 
 def serve(orders: int, answers: int) -> None:
     """A worker's life: setup messages on the ``orders`` pipe (m: map shared memory,
-    n: a network replica, c: compile kernels, w: wake up, q: quit), answers on
-    ``answers``; jobs through shared memory."""
+    s: map the arena of parts shared layer by layer, n: a network replica, c: compile
+    kernels, w: wake up, q: quit), answers on ``answers``; jobs through shared
+    memory."""
     # Ctrl-C and a SIGTERM to the whole group are the caller's to handle (it stops after
     # a checkpoint); a worker ends when the caller closes its pipe, or with it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_num_threads(1)
     net, layout, views, mem, done = None, None, None, None, 0
+    # the members' shared arrays (split.py), and this worker's plan for them
+    arena: dict = {"views": None, "mem": None, "plan": None}
     fence()  # compiled (or loaded) before the first job
     os.write(answers, b"r")  # started: the caller sends it batches once it has seen this
     while True:
         if views is not None and _job_posted(views, done, orders):
             done = int(views["header"][JOB])
             fence()
-            views["header"][STATUS] = _work(net, layout, views)
+            views["header"][STATUS] = _work(net, layout, views, arena, done)
             fence()
             views["header"][DONE] = done
             continue
@@ -54,6 +72,14 @@ def serve(orders: int, answers: int) -> None:
                 views = layout.views(new)
                 _unmap(mem)
                 mem, done = new, 0
+            elif head[:1] == b"s":  # the arena of jobs shared layer by layer
+                path, args = pickle.loads(payload)
+                shape = Arena(*args)
+                with open(path, "r+b") as f:
+                    new = mmap.mmap(f.fileno(), shape.size)
+                arena["views"] = arena["plan"] = None
+                _unmap(arena["mem"])
+                arena["views"], arena["mem"] = shape.views(new), new
             elif head[:1] == b"c":  # compile kernels into the disk cache (team.compile_aside)
                 dtype, codes, gemm, passes = pickle.loads(payload)
                 compile_passes(dtype, codes, gemm, passes)
@@ -89,13 +115,29 @@ def _job_posted(views, done: int, orders: int) -> bool:
         header[SLEEP] = 0
 
 
-def _work(net, layout: _Layout, views) -> int:
-    """Run this worker's parts of the posted job; 0 if done, 1 if it failed."""
+def _work(net, layout: _Layout, views, state: dict, job: int) -> int:
+    """Run this worker's parts of the posted job, or its share of a part shared layer
+    by layer (``split.py``); 0 if done, 1 if it failed."""
+    header = views["header"]
     try:
         offsets, flat = layout.offsets, views["params"]
         for i, arr in enumerate(net.params.values()):
             arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
-        for j in range(int(views["header"][NPARTS])):
+        if header[MODE] == SHARED:
+            me, members, parent = int(header[MEMBER]), int(header[MEMBERS]), os.getppid()
+
+            def watch() -> None:
+                if os.getppid() != parent:  # the caller has gone
+                    raise Aborted("the caller ended")
+
+            plan = state["plan"]
+            if plan is None or plan.net is not net or plan.arrays is not state["views"] \
+                    or (plan.me, plan.members) != (me, members):
+                plan = state["plan"] = None
+                plan = state["plan"] = Plan(net, state["views"], me, members)
+            plan.run(barrier(state["views"]["header"], me, members, job, watch))
+            return 0
+        for j in range(int(header[NPARTS])):
             m = int(views["counts"][j])
             x = views["x"][j, :m].reshape(m, *net.input_shape)
             loss, grads = net._part(x, views["t"][j, :m], float(views["floats"][j, 0]))
@@ -105,4 +147,6 @@ def _work(net, layout: _Layout, views) -> int:
                 g[offsets[i]:offsets[i + 1]] = arr.ravel()
         return 0
     except Exception:  # noqa: BLE001 - the caller raises and falls back to threads
+        if header[MODE] == SHARED and state["views"] is not None:
+            state["views"]["header"][0] = job  # the others give the job up at their next barrier
         return 1
