@@ -12,6 +12,8 @@ import signal
 import struct
 import time
 
+import numpy as np
+
 from convprop.maths.compiling import compile_passes
 from convprop.maths.parallel import set_num_threads
 from convprop.maths.split import Aborted, Arena, Plan, barrier
@@ -45,8 +47,10 @@ def serve(orders: int, answers: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     set_num_threads(1)
     net, layout, views, mem, done = None, None, None, None, 0
-    # the members' shared arrays (split.py), and this worker's plan for them
-    arena: dict = {"views": None, "mem": None, "plan": None}
+    # the members' shared arrays (split.py) and this worker's plan for them; the replica
+    # and memory whose parameters are bound (_bind), and the parameters left to copy
+    arena: dict = {"views": None, "mem": None, "plan": None, "bound": (None, None),
+                   "copies": []}
     fence()  # compiled (or loaded) before the first job
     os.write(answers, b"r")  # started: the caller sends it batches once it has seen this
     while True:
@@ -115,14 +119,34 @@ def _job_posted(views, done: int, orders: int) -> bool:
         header[SLEEP] = 0
 
 
+def _bind(net, layout: _Layout, views) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Make the replica's weights and biases views of the shared memory, where the
+    caller writes the parameters before every job: no copy at the start of a job.
+    Returns (array, shared view) of the parameters left to copy (a learnable
+    activation's, which its activation object holds too)."""
+    offsets, flat, copies = layout.offsets, views["params"], []
+    for i, (name, arr) in enumerate(list(net.params.items())):
+        view = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
+        lname, pname = name.rsplit(".", 1)
+        layer = net.layers[net.layer_names.index(lname)]
+        if pname in ("weight", "bias"):
+            layer.params[pname] = net.params._arrays[name] = view
+        else:
+            copies.append((arr, view))
+    return copies
+
+
 def _work(net, layout: _Layout, views, state: dict, job: int) -> int:
     """Run this worker's parts of the posted job, or its share of a part shared layer
     by layer (``split.py``); 0 if done, 1 if it failed."""
     header = views["header"]
     try:
-        offsets, flat = layout.offsets, views["params"]
-        for i, arr in enumerate(net.params.values()):
-            arr[...] = flat[offsets[i]:offsets[i + 1]].reshape(arr.shape)
+        if state["bound"][0] is not net or state["bound"][1] is not views:
+            state["bound"], state["plan"] = (None, None), None  # (the plan holds the old)
+            state["copies"] = _bind(net, layout, views)
+            state["bound"] = (net, views)
+        for arr, view in state["copies"]:
+            arr[...] = view
         if header[MODE] == SHARED:
             me, members, parent = int(header[MEMBER]), int(header[MEMBERS]), os.getppid()
 
@@ -142,7 +166,7 @@ def _work(net, layout: _Layout, views, state: dict, job: int) -> int:
             x = views["x"][j, :m].reshape(m, *net.input_shape)
             loss, grads = net._part(x, views["t"][j, :m], float(views["floats"][j, 0]))
             views["floats"][j, 1] = loss
-            g = views["g"][j]
+            g, offsets = views["g"][j], layout.offsets
             for i, arr in enumerate(grads.values()):
                 g[offsets[i]:offsets[i + 1]] = arr.ravel()
         return 0
