@@ -462,14 +462,24 @@ def _conv_backward(x3, nb, w, dp3, code, consts, s, z, a, dw, db, dx3, keep,
     if x_hi <= x_lo:
         return
     # Equation (12) as a gather: dx = δ zero-padded by k-1, correlated with the kernels
-    # rotated by 180° and transposed (in <-> out maps); rows of the padding are skipped.
+    # rotated by 180° and transposed (in <-> out maps).  The rows of the padding are
+    # skipped (u_lo, u_hi below), so they are never written either: only the padding
+    # columns of δ's own rows are zeroed (a quarter of the whole, 12 maps of 16 x 16 x N
+    # for the paper's second layer).
     h, wd = dx3.shape[1], dx3.shape[2] // nb
-    pad = np.zeros((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x3.dtype)
+    edge = (k - 1) * nb
+    pad = np.empty((n_out, ho + 2 * (k - 1), (wo + 2 * (k - 1)) * nb), x3.dtype)
+    zero = one - one
     for o in range(n_out):
         for i in range(ho):
-            prow, drow = pad[o, i + k - 1, (k - 1) * nb:], delta[o, i]
+            prow, drow = pad[o, i + k - 1], delta[o, i]
+            inner, right = prow[edge:], prow[edge + m:]
+            for t in range(edge):
+                prow[t] = zero
             for t in range(m):
-                prow[t] = drow[t]
+                inner[t] = drow[t]
+            for t in range(edge):
+                right[t] = zero
     wt = np.empty((n_in, n_out, k, k), x3.dtype)
     for o in range(n_out):
         for c in range(n_in):
