@@ -17,7 +17,9 @@ from convprop import Network
 from convprop.maths import compiling, split, team
 from convprop.maths.activations import Sigmoid
 from convprop.maths.network import get_num_threads, set_num_threads
+from convprop.maths.parallel import batch_parts
 from convprop.maths.team_shm import MODE, PARTS, SHARED
+from team_helpers import FailsInWorkers
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the team runs on POSIX only")
 
@@ -73,11 +75,14 @@ def one_thread(net, x, y):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("spec,activation,n,members", [
     ("6c5-2s-12c5-2s", "sigmoid", 50, 2), ("4c5-2m-6c3-2s-20f", "tanh-linear:0.2", 256, 3),
-    ("6c5-2s-12c5-2s", "prelu:map", 77, 2), ("20c5-2s-50c5-2s", "relu", 40, 2)])
+    ("6c5-2s-12c5-2s", "prelu:map", 77, 2), ("20c5-2s-50c5-2s", "relu", 40, 2),
+    ("6c3-2s-12c5-100f", "tanh-linear:0.2", 64, 3), ("6c5-2s-12c5-2s", "relu", 128, 2)])
 def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, dtype):
     """Two or three members (one or two worker processes) against one thread: the same
     loss and gradients, bit for bit, over a few SGD steps (parameters travel with every
-    job), with the team really used (no fallback warning)."""
+    job), with the team really used (no fallback warning): whole parts to each member,
+    or a batch of one part shared layer by layer (``split.py``: 50 and 64 images of
+    networks it can share)."""
     net = Network.from_spec(spec, activation=activation, dtype=dtype, seed=3)
     ref = Network.from_spec(spec, activation=activation, dtype=dtype, seed=3)
     for step in range(3):
@@ -90,6 +95,9 @@ def test_the_team_gives_one_threads_bits(threads, spec, activation, n, members, 
             got = net.loss_and_grads(x, y)
         assert_same(got, want)
         assert team._TEAM["team"].n == members and team._TEAM["team"].jobs == jobs + 1
+        one_part = len(batch_parts(n, net.part_limit())) == 2
+        assert last_mode() == (SHARED if one_part else PARTS)
+        assert one_part == (n <= 64 and split.eligible(net))
         for k, g in want[1].items():
             ref.params[k] -= 0.5 * g
             net.params[k] -= 0.5 * g
@@ -182,6 +190,26 @@ def test_a_dead_worker_means_threads_from_then_on(threads):
         got = net.loss_and_grads(x, y)
     assert_same(got, one_thread(net, x, y))
     assert team._TEAM["team"] is None and team._TEAM["off"]
+
+
+@pytest.mark.parametrize("n", [50, 100])
+def test_a_worker_failing_on_its_job_means_threads_from_then_on(threads, monkeypatch, n):
+    """A worker whose share of a shared part (50 images) or whose own part (100) raises:
+    the caller gives up at its next barrier or when the job is done, says so once, and
+    runs the batch itself, with one thread's bits; no worker is left behind."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    team.close()  # a new team, whose workers can import team_helpers
+    threads(2)
+    procs = [w.proc for w in team._TEAM["team"].workers]
+    net = Network.from_spec("6c5-2s-12c5-2s", seed=5)
+    net.loss = FailsInWorkers()
+    x, y = batch(n)
+    with pytest.warns(RuntimeWarning, match="threads from now on"):
+        got = net.loss_and_grads(x, y)
+    assert_same(got, one_thread(net, x, y))
+    assert team._TEAM["team"] is None and team._TEAM["off"]
+    assert all(p.wait(timeout=10) is not None for p in procs)
 
 
 def test_workers_stop_with_the_team_and_leave_no_files(threads):
