@@ -61,10 +61,12 @@ def eligible(net) -> bool:
 
 def arena_shapes(net, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(name, shape) of every array the members share for a part of n images: the
-    input ``x`` (CHWN) and targets ``t``, and per conv layer j: ``z{j}``, ``a{j}`` (as
+    ``images`` as given (N, C, H, W), the input ``x`` (CHWN: each member transposes the
+    rows it reads) and targets ``t``, and per conv layer j: ``z{j}``, ``a{j}`` (as
     the one-process forward keeps them, else empty), ``p{j}`` (pooled), ``d{j}`` (δ),
     ``dx{j}`` (the error of the layer below, j > 0), ``dw{j}``, ``db{j}``."""
-    shapes: list[tuple[str, tuple[int, ...]]] = [("x", (*net.input_shape, n)),
+    shapes: list[tuple[str, tuple[int, ...]]] = [("images", (n, *net.input_shape)),
+                                                 ("x", (*net.input_shape, n)),
                                                  ("t", (n, net.n_outputs))]
     c, h, w = net.input_shape
     for j, (i, pool) in enumerate(conv_steps(net)):
@@ -166,6 +168,8 @@ class Plan:
             code, param = fused_code(layer.activation)
             consts = kernel_consts(dt, param, 1.0 / (pool * pool))
             lo, hi = share((a.shape[1] - layer.k + 1) // pool, me, members)
+            if j == 0:  # the input rows this member's output rows read, into CHWN
+                self.rows = (lo * pool, hi * pool + layer.k - 1) if hi > lo else (0, 0)
             z, act, p = arrays[f"z{j}"], arrays[f"a{j}"], arrays[f"p{j}"]
             self.forward.append(kernels.conv_forward_call(
                 a, w, b, code, consts, pool, z, act, p, rows=(lo * pool, hi * pool)))
@@ -191,6 +195,9 @@ class Plan:
         """The member's share of the part: the loss and the gradients of the fully
         connected layers (each member computes them whole); the conv layers' gradients
         are in the arena (``dw{j}``, ``db{j}``) once every member has finished."""
+        r0, r1 = self.rows  # (rows both members read get the same values from each)
+        images, x = self.arrays["images"], self.arrays["x"]
+        x[:, r0:r1] = images[:, :, r0:r1].transpose(1, 2, 3, 0)
         for call in self.forward:
             call()
             sync()

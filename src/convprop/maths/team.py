@@ -88,7 +88,8 @@ class Team:
         self.jobs = 0
         self.plan: tuple | None = None
         self.arena: tuple = (None, None, {})  # (split.Arena, its memory, its views)
-        # ((key, images), names, split.Plan, arena views, the workers' replicas and layouts)
+        # ((key, images), [(parameter name, its gradient's array in the arena or None)],
+        #  split.Plan, arena views, the workers' replicas and layouts)
         self.shared: tuple | None = None
         try:
             for _ in range(n - 1):
@@ -194,7 +195,11 @@ class Team:
             views = arena.views(mem)
             self.arena = (arena, mem, views)
         workers = [(worker.replica, worker.layout) for worker in self.workers]
-        return (key, n), names, split.Plan(net, views, 0, self.n), views, workers
+        arena_grads = {f"{net.layer_names[i]}.{p}": views[f"{a}{j}"]
+                       for j, (i, _) in enumerate(split.conv_steps(net))
+                       for p, a in (("weight", "dw"), ("bias", "db"))}
+        order = [(name, arena_grads.get(name)) for name in names]  # (name, arena array)
+        return (key, n), order, split.Plan(net, views, 0, self.n), views, workers
 
     def _run_shared(self, net, key, x, t):
         n = x.shape[0]
@@ -206,13 +211,14 @@ class Team:
         else:
             for worker in self.workers:
                 worker.wait(worker.posted)  # a job left behind by an interrupted call
-        _, names, plan, views, _ = self.shared
+        _, order, plan, views, _ = self.shared
         self.jobs += 1
-        views["x"].reshape(-1, n)[...] = x.reshape(n, -1).T  # CHWN, straight into place
+        views["images"].reshape(n, -1)[...] = x.reshape(n, -1)  # each member makes CHWN
         views["t"][...] = t
         for w, worker in enumerate(self.workers, start=1):
             v, offsets = worker.views, worker.layout.offsets
-            np.concatenate([net.params[k].ravel() for k in names], out=v["params"][:offsets[-1]])
+            np.concatenate([net.params[k].ravel() for k, _ in order],
+                           out=v["params"][:offsets[-1]])
             v["header"][MODE], v["header"][MEMBER], v["header"][MEMBERS] = SHARED, w, self.n
             worker.post(self.jobs)
 
@@ -232,11 +238,8 @@ class Team:
         except BaseException:
             views["header"][0] = self.jobs  # the workers give the job up at their next barrier
             raise
-        for j, (i, _) in enumerate(split.conv_steps(net)):
-            name = net.layer_names[i]
-            grads[f"{name}.weight"], grads[f"{name}.bias"] = \
-                views[f"dw{j}"].copy(), views[f"db{j}"].copy()
-        return [(loss, {k: grads[k] for k in names})]
+        return [(loss, {name: grads[name] if shared is None else shared.copy()
+                        for name, shared in order})]
 
     def close(self, wait: bool = True) -> None:
         with self.busy:  # after a batch another thread may be running on the team
