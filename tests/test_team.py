@@ -24,6 +24,13 @@ from team_helpers import FailsInWorkers
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the team runs on POSIX only")
 
 
+@pytest.fixture(autouse=True)
+def team_always(monkeypatch):
+    """Every batch the team can take goes to it (no batch run alone for the Pacer's
+    timing): these tests check what the team computes.  test_pacer checks the Pacer."""
+    monkeypatch.setattr(team.Pacer, "team", lambda self, key: True)
+
+
 @pytest.fixture
 def threads():
     """Run a test at a given thread count, the team (and its flags) reset after.  The
@@ -277,13 +284,13 @@ def test_a_call_interrupted_in_the_caller_leaves_the_team_usable(threads, monkey
         return real_run(plan, fail_second)
 
     real_run = split.Plan.run
-    if n == 50:
-        monkeypatch.setattr(split.Plan, "run", interrupted_at_second_barrier)
-    else:
-        monkeypatch.setattr(Network, "_part", interrupted)  # the caller's side only
-    with pytest.raises(KeyboardInterrupt):
-        net.loss_and_grads(x, y)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        if n == 50:
+            patch.setattr(split.Plan, "run", interrupted_at_second_barrier)
+        else:
+            patch.setattr(Network, "_part", interrupted)  # the caller's side only
+        with pytest.raises(KeyboardInterrupt):
+            net.loss_and_grads(x, y)
     x2, y2 = batch(n, seed=1)
     jobs = team._TEAM["team"].jobs
     with warnings.catch_warnings():

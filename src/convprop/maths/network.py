@@ -361,12 +361,14 @@ class Network:
             return self._part(x[bounds[p]:bounds[p + 1]], t[bounds[p]:bounds[p + 1]],
                               shares[p])
 
+        def alone() -> list:  # every part in this process (inside the guard below:
+            if len(bounds) == 2:  # parallel_map's own nests, costs nothing)
+                return [self._part(x, t, None)]  # the whole batch: no share to weigh by
+            return parallel_map(part, range(len(bounds) - 1))
+
         with single_threaded_blas():  # the same bits for any BLAS thread count
-            results = team.run_parts(self, part, x, t, bounds, shares, get_num_threads())
-            if results is None and len(bounds) == 2:  # the whole batch: no share to weigh by
-                return self._part(x, t, None)
-            if results is None:  # inside the guard: parallel_map's own nests, costs nothing
-                results = parallel_map(part, range(len(bounds) - 1))
+            results = team.run_parts(self, part, alone, x, t, bounds, shares,
+                                     get_num_threads())
         loss, grads = results[0]
         for more_loss, more in results[1:]:
             loss += more_loss

@@ -20,6 +20,7 @@ activation take this path (:func:`eligible`); others share a batch by its parts.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,11 @@ from convprop.maths.layers import _NEEDS_A, _NEEDS_Z, fused_code, kernel_consts
 from convprop.maths.team_shm import fence
 
 _LINE = 8  # int64 slots per cache line: each member's barrier counter on its own line
+# Polls of a barrier before each further poll yields the core (about 80 us: balanced
+# members meet within a few; with another process busy on the other core, a member
+# waits for one that shares its core, which runs only when it yields).
+_SPINS = 512
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 _HEADER_LINES = 1  # line 0: the abort slot (the job that was abandoned)
 
 
@@ -135,11 +141,10 @@ def barrier(header: np.ndarray, me: int, members: int, job: int,
                 if header[0] == job:
                     raise Aborted(f"job {job} abandoned")
                 spins += 1
-                if spins & 4095 == 0:
-                    if watch is not None:
+                if spins > _SPINS:  # a member not running now: let it have this core
+                    _yield()
+                    if spins & 255 == 0 and watch is not None:
                         watch()
-                    if spins > 1 << 16:
-                        time.sleep(0)
         fence()
 
     return wait

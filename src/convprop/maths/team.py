@@ -32,6 +32,7 @@ import atexit
 import os
 import pickle
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -91,6 +92,7 @@ class Team:
         # ((key, images), [(parameter name, its gradient's array in the arena or None)],
         #  split.Plan, arena views, the workers' replicas and layouts)
         self.shared: tuple | None = None
+        self.pacer = Pacer()
         try:
             for _ in range(n - 1):
                 self.workers.append(_Worker())
@@ -249,42 +251,99 @@ class Team:
             _unmap(mem)
 
 
-def run_parts(net, part: Callable[[int], Any], x: np.ndarray, t: np.ndarray,
-              bounds: list[int], shares: list[float], threads: int) -> list | None:
+class Pacer:
+    """Team or alone, by measured time.  The team wins on idle cores; with another
+    process busy on one, its members wait for each other at every barrier and a batch
+    can take twice as long as the caller alone (the same bits either way).  So the
+    last ``WINDOW`` times of each mode are kept, per network and split.  The first
+    ``WINDOW`` batches run alone; the team's first batch after a spell alone is not
+    timed (its worker wakes up).  Once the team's window is full and its median the
+    higher, the next ``HOLD`` batches run alone (twice as many each time it loses again
+    in a row, up to ``HOLD_MAX``), then the team is timed afresh.  Every ``PROBE``-th
+    batch runs alone, to keep that time current."""
+
+    WINDOW, HOLD, HOLD_MAX, PROBE = 5, 64, 1024, 256
+
+    def __init__(self):
+        self.key: Any = None
+        self.times: dict[bool, list[float]] = {True: [], False: []}
+        self.batches = self.hold = 0
+        self.next_hold, self.wake = self.HOLD, True
+
+    def team(self, key) -> bool:
+        """Whether this batch goes to the team."""
+        if key != self.key:
+            self.__init__()
+            self.key = key
+        self.batches += 1
+        if self.hold:
+            self.hold -= 1
+            return False
+        return len(self.times[False]) >= self.WINDOW and self.batches % self.PROBE != 0
+
+    def took(self, team: bool, seconds: float) -> None:
+        if not team:
+            self.wake = True
+        elif self.wake:  # a worker waking up: not the team's speed
+            self.wake = False
+            return
+        times = self.times[team]
+        times.append(seconds)
+        del times[:-self.WINDOW]
+        if team and len(times) == self.WINDOW and self.times[False]:
+            if float(np.median(times)) > float(np.median(self.times[False])):
+                self.hold, self.times[True] = self.next_hold, []
+                self.next_hold = min(2 * self.next_hold, self.HOLD_MAX)
+            else:
+                self.next_hold = self.HOLD
+
+
+def run_parts(net, part: Callable[[int], Any], alone: Callable[[], list], x: np.ndarray,
+              t: np.ndarray, bounds: list[int], shares: list[float], threads: int) -> list:
     """[part(p) for each part p] (its loss · share and gradients · share: the caller's
     own parts by ``part``, part 0 among them, the others by the workers from x, t and
     ``shares``, their gradients views of the workers' memory, valid until the next
     call) on the team of ``threads`` members; a batch of one part, [(loss, gradients)],
-    shared by the members layer by layer (``split.py``).  None when the team cannot
-    take this job (one thread, not POSIX, one part of a network ``split`` cannot share,
-    a network the worker cannot rebuild, another caller using the team, a worker still
-    starting, a failed worker): the caller then runs the parts itself, with the same
-    bits."""
+    shared by the members layer by layer (``split.py``).  ``alone()`` (the caller runs
+    every part itself, with the same bits) when the team cannot take this job (one
+    thread, not POSIX, one part of a network ``split`` cannot share, a network the
+    worker cannot rebuild, another caller using the team, a worker still starting, a
+    failed worker) or is slower now (:class:`Pacer`)."""
     if threads < 2 or os.name != "posix" or _TEAM.get("off"):
-        return None
+        return alone()
     shared = len(bounds) == 2
     if shared and not split.eligible(net):
-        return None
+        return alone()
     key = structure(net)
     if key in _TEAM["unsupported"]:
-        return None
+        return alone()
+    results = pacer = None
     try:
         team = _team(threads)
-        if shared:
-            return team.run_shared(net, key, x, t)
-        return team.run(net, key, part, x, t, bounds, shares)
+        pacer = team.pacer
+        if pacer.team((id(net), bounds[1], len(bounds))):
+            start = time.perf_counter()
+            results = team.run_shared(net, key, x, t) if shared else \
+                team.run(net, key, part, x, t, bounds, shares)
+            if results is not None:
+                pacer.took(True, time.perf_counter() - start)
+                return results
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)
         warnings.warn(f"convprop: this network's batch parts run on threads (worker "
                       f"processes cannot rebuild it: {str(e)[:200]})", RuntimeWarning,
                       stacklevel=3)
-        return None
     except (_TeamError, OSError) as e:  # OSError: pipes, a process, shared memory
         close()
         _TEAM["off"] = True  # threads from now on: the same bits, a little slower
         warnings.warn(f"convprop: batch parts run on threads from now on (worker "
                       f"processes: {e})", RuntimeWarning, stacklevel=3)
-        return None
+        pacer = None
+    start = time.perf_counter()
+    results = alone()
+    if pacer is not None:
+        pacer.took(False, time.perf_counter() - start)
+    return results
 
 
 def _team(threads: int) -> Team:

@@ -101,11 +101,14 @@ def _job_posted(views, done: int, orders: int) -> bool:
     for on the orders pipe (the caller writes a byte when it finds the worker asleep);
     False when a message is waiting instead."""
     header = views["header"]
-    end = time.perf_counter() + _SPIN_SECONDS
+    end, rounds = time.perf_counter() + _SPIN_SECONDS, 0
     while True:
         for _ in range(256):
             if header[JOB] > done:
                 return True
+        rounds += 1
+        if rounds > 2:  # past about 100 us: yield the core (the caller may share it)
+            os.sched_yield()
         if time.perf_counter() > end:
             break
     header[SLEEP] = 1
