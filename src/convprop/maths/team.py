@@ -93,6 +93,7 @@ class Team:
         #  split.Plan, arena views, the workers' replicas and layouts)
         self.shared: tuple | None = None
         self.pacer = Pacer()
+        self.cold = False  # the last job met a setup or a sleeping worker
         try:
             for _ in range(n - 1):
                 self.workers.append(_Worker())
@@ -135,8 +136,9 @@ class Team:
         busy = [(w, worker) for w, worker in enumerate(self.workers, start=1) if mine[w]]
         if not all(worker.settled() for _, worker in busy):
             return None  # still starting or loading kernels: this batch on threads
+        self.cold = False  # set when a setup or a sleeping worker slows this batch
         for _, worker in busy:  # every setup first: a failure leaves no job half posted
-            worker.prepare(net, key, layout_args)
+            self.cold |= worker.prepare(net, key, layout_args)
         self.jobs += 1
         for w, worker in busy:
             v, offsets = worker.views, worker.layout.offsets
@@ -149,7 +151,7 @@ class Team:
                 v["x"][j, :b - a] = x[a:b].reshape(b - a, -1)
                 v["t"][j, :b - a] = t[a:b]
             v["header"][NPARTS], v["header"][MODE] = len(mine[w]), PARTS
-            worker.post(self.jobs)
+            self.cold |= worker.post(self.jobs)
         results: list[Any] = [None] * n_parts
         for p in range(0, n_parts, self.n):
             results[p] = part(p)
@@ -210,7 +212,9 @@ class Team:
                        for worker, (replica, layout) in zip(self.workers, self.shared[4])):
             self.shared = None
             self.shared = self._setup_shared(net, key, n, t.shape[1])
+            self.cold = True
         else:
+            self.cold = False
             for worker in self.workers:
                 worker.wait(worker.posted)  # a job left behind by an interrupted call
         _, order, plan, views, _ = self.shared
@@ -222,7 +226,7 @@ class Team:
             np.concatenate([net.params[k].ravel() for k, _ in order],
                            out=v["params"][:offsets[-1]])
             v["header"][MODE], v["header"][MEMBER], v["header"][MEMBERS] = SHARED, w, self.n
-            worker.post(self.jobs)
+            self.cold |= worker.post(self.jobs)
 
         def watch() -> None:  # a worker that ended, or finished without meeting us: failed
             for worker in self.workers:
@@ -256,13 +260,15 @@ class Pacer:
     process busy on one, its members wait for each other at every barrier and a batch
     can take twice as long as the caller alone (the same bits either way).  So the
     last ``WINDOW`` times of each mode are kept, per network and split.  The first
-    ``WINDOW`` batches run alone; the team's first batch after a spell alone is not
-    timed (its worker wakes up).  Once the team's window is full and its median the
-    higher, the next ``HOLD`` batches run alone (twice as many each time it loses again
+    ``WINDOW`` batches run alone; the team's first batch after a spell alone, and any
+    batch that woke a sleeping worker or set one up, is not timed.  Once the team's
+    window is full and its median more than ``MARGIN`` times the other (noise moves
+    medians of five by less; another process busy on a core doubled the team's), the
+    next ``HOLD`` batches run alone (twice as many each time it loses again
     in a row, up to ``HOLD_MAX``), then the team is timed afresh.  Every ``PROBE``-th
     batch runs alone, to keep that time current."""
 
-    WINDOW, HOLD, HOLD_MAX, PROBE = 5, 64, 1024, 256
+    WINDOW, MARGIN, HOLD, HOLD_MAX, PROBE = 5, 1.25, 64, 1024, 256
 
     def __init__(self):
         self.key: Any = None
@@ -291,7 +297,7 @@ class Pacer:
         times.append(seconds)
         del times[:-self.WINDOW]
         if team and len(times) == self.WINDOW and self.times[False]:
-            if float(np.median(times)) > float(np.median(self.times[False])):
+            if float(np.median(times)) > self.MARGIN * float(np.median(self.times[False])):
                 self.hold, self.times[True] = self.next_hold, []
                 self.next_hold = min(2 * self.next_hold, self.HOLD_MAX)
             else:
@@ -326,7 +332,8 @@ def run_parts(net, part: Callable[[int], Any], alone: Callable[[], list], x: np.
             results = team.run_shared(net, key, x, t) if shared else \
                 team.run(net, key, part, x, t, bounds, shares)
             if results is not None:
-                pacer.took(True, time.perf_counter() - start)
+                if not team.cold:  # (a setup or a worker's wake-up is not its speed)
+                    pacer.took(True, time.perf_counter() - start)
                 return results
     except _Unsupported as e:
         _TEAM["unsupported"].add(key)

@@ -134,12 +134,13 @@ class _Worker:
                 pass  # kernels it failed to load: it compiles them at its first job
         return True
 
-    def prepare(self, net, key: tuple, layout_args: tuple) -> None:
+    def prepare(self, net, key: tuple, layout_args: tuple) -> bool:
         """Shared memory big enough for this job, and the replica of the network whose
-        :func:`structure` is ``key``."""
+        :func:`structure` is ``key``; True if either had to be made."""
+        made = False
         self.wait(self.posted)  # a job left behind by an interrupted call
         if self.layout is None or self.layout.args() != layout_args:
-            layout = _Layout(*layout_args)
+            layout, made = _Layout(*layout_args), True
             mem = shared_memory(layout.size, lambda path: self.request(
                 b"m", pickle.dumps((path, layout_args))))
             self.views, self.posted, self._grad_views = {}, 0, (None, [])
@@ -153,7 +154,8 @@ class _Worker:
             except Exception as e:  # noqa: BLE001 - any pickling failure: not for the team
                 raise _Unsupported(f"{type(e).__name__}: {e}") from e
             self.request(b"n", blob)
-            self.replica = key
+            self.replica, made = key, True
+        return made
 
     def grad_views(self, params: tuple) -> list[dict[str, np.ndarray]]:
         """Per part slot, {name: the gradient's view in the shared memory}, shaped as
@@ -168,14 +170,17 @@ class _Worker:
                 for j in range(g.shape[0])])
         return self._grad_views[1]
 
-    def post(self, job: int) -> None:
+    def post(self, job: int) -> bool:
+        """Post ``job``; True if the worker was asleep (woken by a byte on its pipe)."""
         header = self.views["header"]
         fence()
         header[JOB] = job
         fence()
-        if header[SLEEP]:
+        asleep = bool(header[SLEEP])
+        if asleep:
             self.send(b"w")
         self.posted = job
+        return asleep
 
     def wait(self, job: int) -> None:
         """Until the worker has finished ``job`` (polling: it takes about as long as the
