@@ -35,18 +35,33 @@ def test_a_slower_team_is_left_for_longer_spells_and_timed_afresh():
     pacer = team.Pacer()
     w = pacer.WINDOW
     slow_team = {True: 3.0, False: 2.0}
-    modes = [drive(pacer, "a", slow_team) for _ in range(2 * w + 1)]
-    # alone (timed), the team (its first batch, a worker waking up, untimed), then alone
-    assert modes == [False] * w + [True] * (w + 1)
+    modes = [drive(pacer, "a", slow_team) for _ in range(3 * w + 1)]
+    # alone (timed), the team (its first batch, a worker waking up, untimed), then
+    # alone again to time that afresh
+    assert modes == [False] * w + [True] * (w + 1) + [False] * w
     held = [drive(pacer, "a", slow_team) for _ in range(pacer.HOLD)]
-    assert held == [False] * pacer.HOLD
-    again = [drive(pacer, "a", slow_team) for _ in range(w + 1 + 2 * pacer.HOLD)]
-    assert again == [True] * (w + 1) + [False] * (2 * pacer.HOLD)  # twice as long
+    assert held == [False] * pacer.HOLD  # still slower: alone for HOLD batches
+    again = [drive(pacer, "a", slow_team) for _ in range(2 * w + 1 + 2 * pacer.HOLD)]
+    assert again == [True] * (w + 1) + [False] * (w + 2 * pacer.HOLD)  # twice as long
     # the team is timed afresh (its old times forgotten): now it is the faster
     fast_again = {True: 1.0, False: 2.0}
     after = [drive(pacer, "a", fast_again) for _ in range(4 * w)]
     assert after == [True] * (4 * w)
-    assert pacer.next_hold == pacer.HOLD
+
+
+def test_a_machine_that_slowed_for_both_modes_keeps_the_team():
+    """The team's times rise because the whole machine slowed: timed afresh, the
+    caller alone is as slow, so the team keeps the batches (no spell alone)."""
+    pacer = team.Pacer()
+    w = pacer.WINDOW
+    for _ in range(w + 1):
+        drive(pacer, "a", {True: 1.0, False: 2.0})
+    slowed = {True: 3.0, False: 2.8}  # both slower than the old alone time of 2.0
+    modes = [drive(pacer, "a", slowed) for _ in range(w + w + 3 * w)]
+    assert modes[:w] == [True] * w  # the team's window fills with slow times
+    assert modes[w:2 * w] == [False] * w  # alone timed afresh: as slow
+    assert modes[2 * w:] == [True] * (3 * w)  # so the team goes on
+    assert pacer.hold == 0 and pacer.next_hold == pacer.HOLD
 
 
 def test_a_team_only_a_little_slower_keeps_its_batches():

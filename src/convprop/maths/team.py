@@ -261,19 +261,21 @@ class Pacer:
     can take twice as long as the caller alone (the same bits either way).  So the
     last ``WINDOW`` times of each mode are kept, per network and split.  The first
     ``WINDOW`` batches run alone; the team's first batch after a spell alone, and any
-    batch that woke a sleeping worker or set one up, is not timed.  Once the team's
-    window is full and its median more than ``MARGIN`` times the other (noise moves
+    batch that woke a sleeping worker or set one up, is not timed.  When the team's
+    window is full and its median more than ``MARGIN`` times the other's (noise moves
     medians of five by less; another process busy on a core doubled the team's), the
-    next ``HOLD`` batches run alone (twice as many each time it loses again
-    in a row, up to ``HOLD_MAX``), then the team is timed afresh.  Every ``PROBE``-th
-    batch runs alone, to keep that time current."""
+    next ``WINDOW`` batches run alone to time that mode afresh (the machine may have
+    slowed for both); if the team still loses, the next ``HOLD`` batches run alone
+    (twice as many each time it loses again in a row, up to ``HOLD_MAX``), then the
+    team is timed afresh.  Every ``PROBE``-th batch runs alone, to keep that time
+    current."""
 
-    WINDOW, MARGIN, HOLD, HOLD_MAX, PROBE = 5, 1.25, 64, 1024, 256
+    WINDOW, MARGIN, HOLD, HOLD_MAX, PROBE = 5, 1.25, 32, 256, 256
 
     def __init__(self):
         self.key: Any = None
         self.times: dict[bool, list[float]] = {True: [], False: []}
-        self.batches = self.hold = 0
+        self.batches = self.hold = self.recheck = 0
         self.next_hold, self.wake = self.HOLD, True
 
     def team(self, key) -> bool:
@@ -282,26 +284,37 @@ class Pacer:
             self.__init__()
             self.key = key
         self.batches += 1
+        if self.recheck:
+            return False
         if self.hold:
             self.hold -= 1
             return False
         return len(self.times[False]) >= self.WINDOW and self.batches % self.PROBE != 0
 
+    def _slower(self) -> bool:
+        team, alone = self.times[True], self.times[False]
+        return float(np.median(team)) > self.MARGIN * float(np.median(alone))
+
     def took(self, team: bool, seconds: float) -> None:
-        if not team:
-            self.wake = True
-        elif self.wake:  # a worker waking up: not the team's speed
+        if team and self.wake:  # a worker waking up: not the team's speed
             self.wake = False
             return
         times = self.times[team]
         times.append(seconds)
         del times[:-self.WINDOW]
-        if team and len(times) == self.WINDOW and self.times[False]:
-            if float(np.median(times)) > self.MARGIN * float(np.median(self.times[False])):
-                self.hold, self.times[True] = self.next_hold, []
-                self.next_hold = min(2 * self.next_hold, self.HOLD_MAX)
-            else:
-                self.next_hold = self.HOLD
+        if not team:
+            self.wake = True
+            if self.recheck:
+                self.recheck -= 1
+                if not self.recheck:  # alone timed afresh: decide
+                    if self._slower():
+                        self.hold = self.next_hold
+                        self.next_hold = min(2 * self.next_hold, self.HOLD_MAX)
+                    else:
+                        self.next_hold = self.HOLD
+                    self.times[True] = []
+        elif len(times) == self.WINDOW and self.times[False] and self._slower():
+            self.recheck = self.WINDOW
 
 
 def run_parts(net, part: Callable[[int], Any], alone: Callable[[], list], x: np.ndarray,
