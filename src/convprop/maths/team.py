@@ -262,21 +262,21 @@ class Pacer:
     last ``WINDOW`` times of each mode are kept, per network and split.  The first
     ``WINDOW`` batches run alone; the team's first batch after a spell alone, and any
     batch that woke a sleeping worker or set one up, is not timed.  When the team's
-    window is full and its median more than ``MARGIN`` times the other's (noise moves
-    medians of five by less; another process busy on a core doubled the team's), the
+    window is full and its median more than ``MARGIN`` times the other's (a loaded
+    host slows the team in bursts of a few batches, which a median of nine mostly
+    ignores; another process busy on a core doubled the team's times for good), the
     next ``WINDOW`` batches run alone to time that mode afresh (the machine may have
     slowed for both); if the team still loses, the next ``HOLD`` batches run alone
-    (twice as many each time it loses again in a row, up to ``HOLD_MAX``), then the
-    team is timed afresh.  Every ``PROBE``-th batch runs alone, to keep that time
-    current."""
+    (about 20 ms for the paper's network: a wrong call costs little), then the team is
+    timed afresh.  Every ``PROBE``-th batch runs alone, to keep that time current."""
 
-    WINDOW, MARGIN, HOLD, HOLD_MAX, PROBE = 5, 1.25, 32, 256, 256
+    WINDOW, MARGIN, HOLD, PROBE = 9, 1.5, 32, 256
 
     def __init__(self):
         self.key: Any = None
         self.times: dict[bool, list[float]] = {True: [], False: []}
         self.batches = self.hold = self.recheck = 0
-        self.next_hold, self.wake = self.HOLD, True
+        self.wake = True
 
     def team(self, key) -> bool:
         """Whether this batch goes to the team."""
@@ -307,11 +307,7 @@ class Pacer:
             if self.recheck:
                 self.recheck -= 1
                 if not self.recheck:  # alone timed afresh: decide
-                    if self._slower():
-                        self.hold = self.next_hold
-                        self.next_hold = min(2 * self.next_hold, self.HOLD_MAX)
-                    else:
-                        self.next_hold = self.HOLD
+                    self.hold = self.HOLD if self._slower() else 0
                     self.times[True] = []
         elif len(times) == self.WINDOW and self.times[False] and self._slower():
             self.recheck = self.WINDOW
