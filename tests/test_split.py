@@ -72,7 +72,7 @@ def test_kernel_shares_rebuild_the_whole_pass_bit_for_bit(dtype, k, s, code, pie
 
 
 def on_threads(net, x, t, members):
-    """run_member on ``members`` threads meeting at a threading.Barrier (the kernels
+    """Plan.run on ``members`` threads meeting at a threading.Barrier (the kernels
     release the GIL); returns member 0's loss and all gradients."""
     n = x.shape[0]
     arena = split.Arena(net.dtype.str, members, split.arena_shapes(net, n))
@@ -84,7 +84,7 @@ def on_threads(net, x, t, members):
     results: list = [None] * members
 
     def member(m):
-        results[m] = split.run_member(net, views, m, members, meet.wait)
+        results[m] = split.Plan(net, views, m, members).run(meet.wait)
 
     threads = [threading.Thread(target=member, args=(m,)) for m in range(members)]
     for th in threads:

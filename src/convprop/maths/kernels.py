@@ -163,9 +163,7 @@ def conv_forward(x, w, b, code, consts, s, z, a, p, rows=None) -> None:
     p = the s x s block means of a, (O, Ho/s, Wo/s, N).
     ``rows`` = (lo, hi), multiples of s (or hi = Ho): only output rows lo..hi-1 (and
     their pooled rows), each value computed as in the whole pass (``split.py``)."""
-    lo, hi = rows if rows is not None else (0, x.shape[1] - w.shape[2] + 1)
-    _conv_forward(_rows(x), x.shape[3], w, b, code, consts, s, _rows(z), _rows(a), _rows(p),
-                  lo, hi)
+    conv_forward_call(x, w, b, code, consts, s, z, a, p, rows)()
 
 
 def conv_forward_call(x, w, b, code, consts, s, z, a, p, rows=None) -> Callable[[], None]:

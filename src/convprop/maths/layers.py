@@ -58,6 +58,15 @@ def fused_code(act: Activation) -> tuple[int, float] | None:
     return code, float(getattr(act, "k", getattr(act, "alpha", 0.0)))
 
 
+def kept(code: int, pool: int, keep: bool = True, full_cache: bool = False
+         ) -> tuple[bool, bool]:
+    """Which of z and a a fused conv layer's forward keeps (``Conv.forward``): what f'
+    reads when ``keep`` (both with ``full_cache``), and a itself when no pooling
+    follows (it is then the output)."""
+    return (keep and (full_cache or code in _NEEDS_Z),
+            (keep and (full_cache or code in _NEEDS_A)) or pool == 1)
+
+
 def to_chwn(x: np.ndarray) -> np.ndarray:
     """Batch axis last, contiguous: (N, C, H, W) -> (C, H, W, N), (N, n) -> (n, N).
     (One 2-D transpose of the (N, C·H·W) rows: faster than moving the axis in 4-D.)"""
@@ -130,8 +139,7 @@ class Conv:
         consts = kernel_consts(dt, param, 1.0 / (pool * pool))
         empty = _EMPTY[dt]
         if fused is not None:
-            keep_z = keep and (full_cache or code in _NEEDS_Z)
-            keep_a = (keep and (full_cache or code in _NEEDS_A)) or pool == 1
+            keep_z, keep_a = kept(code, pool, keep, full_cache)
             z = np.empty((n_out, ho, wo, n), dt) if keep_z else empty
             a = np.empty((n_out, ho, wo, n), dt) if keep_a else empty
             p = np.empty((n_out, ho // pool, wo // pool, n), dt) if pool > 1 else empty

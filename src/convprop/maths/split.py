@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from convprop.maths import kernels
-from convprop.maths.layers import _NEEDS_A, _NEEDS_Z, fused_code, kernel_consts
+from convprop.maths.layers import fused_code, kept, kernel_consts
 from convprop.maths.team_shm import fence
 
 _LINE = 8  # int64 slots per cache line: each member's barrier counter on its own line
@@ -77,7 +77,7 @@ def arena_shapes(net, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
     c, h, w = net.input_shape
     for j, (i, pool) in enumerate(conv_steps(net)):
         layer = net.layers[i]
-        keep_z, keep_a = _kept(layer, pool)
+        keep_z, keep_a = kept(fused_code(layer.activation)[0], pool)
         ho, wo = h - layer.k + 1, w - layer.k + 1
         full = (layer.out_maps, ho, wo, n)
         shapes += [(f"z{j}", full if keep_z else (0, 0, 0, 0)),
@@ -89,13 +89,6 @@ def arena_shapes(net, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
                    (f"dw{j}", layer.params["weight"].shape), (f"db{j}", (layer.out_maps,))]
         c, h, w = layer.out_maps, ho // pool, wo // pool
     return tuple(shapes)
-
-
-def _kept(layer, pool: int) -> tuple[bool, bool]:
-    """Which of z and a the layer's own forward keeps for its backward (``Conv.forward``
-    with keep=True): what f' reads, and a itself when no pooling follows."""
-    code = fused_code(layer.activation)[0]
-    return code in _NEEDS_Z, code in _NEEDS_A or pool == 1
 
 
 class Arena:
@@ -227,9 +220,3 @@ class Plan:
             if j < last:
                 sync()
         return float(loss), grads
-
-
-def run_member(net, arrays: dict[str, np.ndarray], me: int, members: int,
-               sync: Callable[[], None]) -> tuple[float, dict[str, np.ndarray]]:
-    """:meth:`Plan.run` of a plan made for this call."""
-    return Plan(net, arrays, me, members).run(sync)

@@ -71,16 +71,14 @@ def serve(orders: int, answers: int) -> None:
             if head[:1] == b"m":
                 path, args = pickle.loads(payload)
                 layout = _Layout(*args)
-                with open(path, "r+b") as f:
-                    new = mmap.mmap(f.fileno(), layout.size)
+                new = _map(path, layout.size)
                 views = layout.views(new)
                 _unmap(mem)
                 mem, done = new, 0
             elif head[:1] == b"s":  # the arena of jobs shared layer by layer
                 path, args = pickle.loads(payload)
                 shape = Arena(*args)
-                with open(path, "r+b") as f:
-                    new = mmap.mmap(f.fileno(), shape.size)
+                new = _map(path, shape.size)
                 arena["views"] = arena["plan"] = None
                 _unmap(arena["mem"])
                 arena["views"], arena["mem"] = shape.views(new), new
@@ -94,6 +92,12 @@ def serve(orders: int, answers: int) -> None:
         except Exception as e:  # noqa: BLE001 - told to the caller, which falls back
             text = f"{type(e).__name__}: {e}".encode()
             os.write(answers, b"e" + struct.pack("<q", len(text)) + text)
+
+
+def _map(path: str, size: int) -> mmap.mmap:
+    """The caller's shared-memory file at ``path``, mapped here (it unlinks it after)."""
+    with open(path, "r+b") as f:
+        return mmap.mmap(f.fileno(), size)
 
 
 def _job_posted(views, done: int, orders: int) -> bool:
