@@ -228,9 +228,10 @@ class Team:
             v["header"][MODE], v["header"][MEMBER], v["header"][MEMBERS] = SHARED, w, self.n
             self.cold |= worker.post(self.jobs)
 
-        def watch() -> None:  # a worker that ended, or finished without meeting us: failed
-            for worker in self.workers:
-                if worker.views["header"][DONE] >= self.jobs or worker.proc.poll() is not None:
+        def watch() -> None:  # a worker that ended, or finished its job failed (one that
+            for worker in self.workers:  # finished well met us at every barrier: not it)
+                header = worker.views["header"]
+                if (header[DONE] >= self.jobs and header[STATUS]) or worker.proc.poll() is not None:
                     raise _TeamError("a worker process failed on its share of a batch")
 
         try:
