@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import statistics
 import threading
 import time
 import warnings
@@ -294,7 +295,9 @@ class Pacer:
 
     def _slower(self) -> bool:
         team, alone = self.times[True], self.times[False]
-        return float(np.median(team)) > self.MARGIN * float(np.median(alone))
+        # (statistics.median of nine floats: 0.2 us; np.median took 7 us each, on every
+        # team batch: it alone cost the team 4-8% of the paper's batch)
+        return statistics.median(team) > self.MARGIN * statistics.median(alone)
 
     def took(self, team: bool, seconds: float) -> None:
         if team and self.wake:  # a worker waking up: not the team's speed
