@@ -407,6 +407,46 @@ def test_a_compile_interrupted_in_the_caller_leaves_the_team_usable(threads, mon
     assert started.jobs == jobs + 1 and team._TEAM["team"] is started
 
 
+def test_warm_kernels_load_on_the_workers_alongside_the_caller(monkeypatch):
+    """Kernels already in the disk cache: the workers are asked to load theirs before the
+    caller loads its own, so the two loads overlap (asked after, the workers' 0.2-0.3 s
+    load sent the first 376 batches of an epoch home); cold, the worker compiles half
+    and loads the rest after the caller, as before."""
+    calls = []
+    monkeypatch.setattr(team, "load_aside", lambda *a: calls.append("workers load"))
+    monkeypatch.setattr(team, "compile_aside", lambda *a: None)
+    monkeypatch.setattr(compiling, "compile_passes",
+                        lambda dtype, codes, gemm, passes=("forward", "backward"):
+                        calls.append(f"caller {'+'.join(passes)}"))
+    compiling.compile_kernels(np.float32, [0], False, cold=False)
+    assert calls == ["workers load", "caller forward+backward"]
+    calls.clear()
+    compiling.compile_kernels(np.float32, [0], False, cold=True)
+    assert calls == ["caller forward+backward", "workers load"]
+
+
+def test_convprop_train_starts_the_workers_before_it_loads_the_data(monkeypatch):
+    """`convprop train --threads 2` starts the team first: its workers import convprop
+    while the caller reads the data."""
+    from convprop.cli import main
+    from convprop.training import jobs
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def run_training(*a, **k):
+        calls.append("train")
+        raise Stop
+
+    monkeypatch.setattr(team, "start", lambda n: calls.append(f"start {n}"))
+    monkeypatch.setattr(jobs, "run_training", run_training)
+    with pytest.raises(Stop):
+        main(["train", "--threads", "2", "--iterations", "1", "--no-progress"])
+    assert calls == ["start 2", "train"]
+
+
 def test_batches_run_on_threads_until_the_worker_has_started(threads):
     """A worker that has not yet started (imported convprop, loaded its kernels) takes
     no batch: those run on threads at once, with the same bits, instead of waiting for

@@ -47,11 +47,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from convprop.errors import ConvpropError
+    from convprop.maths import team
     from convprop.training.checkpoint import StopOnSignal
     from convprop.training.config import TrainConfig
     from convprop.training.jobs import resume_training, run_training
 
-    apply_threads(args)
+    threads = apply_threads(args)
     options = given_options(args)
     if args.resume is not None:
         if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
@@ -61,6 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**options).validate()
         out = args.out if args.out is not None else DEFAULT_OUT
+    team.start(threads)  # the workers start up while the data loads
     with StopOnSignal() as stop:
         if args.resume is not None:
             result = resume_training(out, options, progress=not args.no_progress, log=info,
